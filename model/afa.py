@@ -1,0 +1,138 @@
+"""The AFA network: MiT encoder, CAM classifier, SegFormer decoder and the affinity head (spec §2).
+
+The state-dict keys are the reference layout (``encoder.*``, ``decoder.*``, ``classifier.weight``,
+``attn_proj.*``), so the authors' trained checkpoints load after stripping DDP's ``module.`` prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from model.heads import SegFormerHead, class_activation_map, pooled_class_logits
+from model.mit import build_mit
+
+
+class AFAOutput(NamedTuple):
+    """Outputs of the training/inference forward.
+
+    Attributes:
+        cls_logits: (B, K) image-level class logits (K = foreground classes).
+        seg_logits: (B, C, H/4, W/4) segmentation logits (C = K + 1).
+        attn_logits: every encoder block's attention logits (see ``EncoderOutput``).
+        aff_pred: (B, N, N) predicted affinity in (0, 1), N = h16·w16 tokens of the last stage.
+    """
+
+    cls_logits: Tensor
+    seg_logits: Tensor
+    attn_logits: list[Tensor]
+    aff_pred: Tensor
+
+
+class CAMOutput(NamedTuple):
+    """Outputs of the CAM pass.
+
+    Attributes:
+        cam: (B, K, h16, w16) class activation maps before ReLU, detached.
+        aff_pred: (B, N, N) predicted affinity.
+    """
+
+    cam: Tensor
+    aff_pred: Tensor
+
+
+def affinity_from_attention(attn_logits: list[Tensor], proj: nn.Conv2d, num_blocks: int = 2) -> Tensor:
+    """AFA's affinity prediction from multi-head self-attention (spec §2.4).
+
+    S = concat of the last ``num_blocks`` blocks' logits on the head axis; A = sigmoid(proj(S + Sᵀ)).
+    The 1×1 projection mixes the symmetrised heads per token pair, so A is symmetric.
+
+    Args:
+        attn_logits: per-block logits; the last ``num_blocks`` are (B, nh, N, N).
+        proj: 1×1 convolution from ``num_blocks·nh`` channels to 1.
+
+    Returns:
+        (B, N, N) affinities in (0, 1).
+    """
+    s = torch.cat(attn_logits[-num_blocks:], dim=1)  # (B, num_blocks·nh, N, N)
+    s = s + s.transpose(-2, -1)
+    return torch.sigmoid(proj(s)).squeeze(1)
+
+
+class AFANetwork(nn.Module):
+    """Learning Affinity from Attention, end to end.
+
+    Args:
+        backbone: MiT variant name (``mit_b1`` in the paper).
+        num_classes: classes including background (21 VOC, 81 COCO).
+        strides: patch-embedding strides of the four stages.
+        embed_dim: decoder width.
+        pooling: ``gmp`` or ``gap`` for the classification logits.
+        aff_blocks: how many of the last encoder blocks feed the affinity head (2 in the paper).
+        drop_path_rate: encoder stochastic depth.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "mit_b1",
+        num_classes: int = 21,
+        strides: tuple[int, int, int, int] = (4, 2, 2, 1),
+        embed_dim: int = 256,
+        pooling: str = "gmp",
+        aff_blocks: int = 2,
+        drop_path_rate: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = build_mit(backbone, strides, drop_path_rate)
+        variant = self.encoder.variant
+        if not 1 <= aff_blocks <= variant.depths[3]:
+            raise ValueError(
+                f"aff_blocks={aff_blocks} must be within the {variant.depths[3]} last-stage blocks"
+            )
+        self.pooling = pooling
+        self.aff_blocks = aff_blocks
+        self.num_classes = num_classes
+        self.decoder = SegFormerHead(variant.embed_dims, embed_dim, num_classes)
+        self.classifier = nn.Conv2d(variant.embed_dims[3], num_classes - 1, 1, bias=False)
+        self.attn_proj = nn.Conv2d(aff_blocks * variant.num_heads[3], 1, 1, bias=True)
+        nn.init.kaiming_normal_(self.attn_proj.weight, a=math.sqrt(5), mode="fan_out")
+
+    def forward(self, x: Tensor) -> AFAOutput:
+        """x (B, 3, H, W) normalised -> AFAOutput."""
+        enc = self.encoder(x)
+        seg = self.decoder(enc.features)
+        cls = pooled_class_logits(enc.features[3], self.classifier, self.pooling)
+        aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
+        return AFAOutput(cls, seg, enc.attn_logits, aff)
+
+    def forward_cam(self, x: Tensor, run_decoder: bool = True) -> CAMOutput:
+        """The CAM pass (reference ``cam_only=True``).
+
+        Args:
+            x: (B, 3, H, W) normalised.
+            run_decoder: the reference runs the decoder and discards its output; in train mode that
+                updates the BatchNorm running statistics. Keep True for fidelity; False skips the work.
+        """
+        enc = self.encoder(x)
+        if run_decoder:
+            self.decoder(enc.features)
+        cam = class_activation_map(enc.features[3], self.classifier).detach()
+        aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
+        return CAMOutput(cam, aff)
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """The four optimiser groups of spec §2.6.
+
+        Returns:
+            [encoder weights without "norm" in the name, encoder norm parameters (frozen at lr 0 by the
+            schedule), classifier and affinity projection, decoder].
+        """
+        groups: list[list[nn.Parameter]] = [[], [], [], []]
+        for name, param in self.encoder.named_parameters():
+            groups[1 if "norm" in name else 0].append(param)
+        groups[2] = [self.classifier.weight, *self.attn_proj.parameters()]
+        groups[3] = list(self.decoder.parameters())
+        return groups

@@ -1,0 +1,65 @@
+"""Test-time segmentation: long-side resize, multi-scale flip inference (spec §7.3)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from model.cam import hflip, resize
+
+AUTHORS_TEST_SCALES = (1.0, 0.5, 0.75)  # scripts/test_msc_flip.py
+PAPER_TEST_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # the maintainer's answer in the authors' issue #6
+
+
+class SegPrediction(NamedTuple):
+    """Attributes:
+    seg: (B, C, h, w) single-scale, non-flipped logits of the long-side-resized image (stride 4).
+    msc_seg: (B, C, h, w) maximum over scales of the flip-averaged logits, on the same grid.
+    """
+
+    seg: Tensor
+    msc_seg: Tensor
+
+
+def resize_long_side(x: Tensor, resize_long: int) -> Tensor:
+    """Bilinear resize of (B, 3, H, W) so that the long side is ``resize_long``: (int(H·r), int(W·r))."""
+    h, w = x.shape[-2:]
+    ratio = resize_long / max(h, w)
+    return resize(x, (int(h * ratio), int(w * ratio)))
+
+
+@torch.no_grad()
+def msc_flip_inference(
+    model: nn.Module, x: Tensor, scales: tuple[float, ...], resize_long: int | None = 512
+) -> SegPrediction:
+    """The authors' test-time inference (``scripts/test_msc_flip.py``).
+
+    The image is resized to ``resize_long`` on its long side (None keeps it); for every scale the
+    input is rescaled by that factor (``scale_factor`` semantics of ``F.interpolate``), the logits of
+    the image and its flip are resized to the scale-1 logit grid and averaged, and the maximum over
+    scales is taken.
+
+    Args:
+        model: an ``AFANetwork`` in eval mode.
+        x: (B, 3, H, W) normalised images.
+        scales: e.g. ``AUTHORS_TEST_SCALES``.
+
+    Returns:
+        SegPrediction on the stride-4 grid of the resized image; upsample to (H, W) before argmax.
+    """
+    if resize_long is not None:
+        x = resize_long_side(x, resize_long)
+    b = x.shape[0]
+    logits = model(torch.cat([x, hflip(x)], dim=0)).seg_logits
+    seg = logits[:b]
+    grid = tuple(seg.shape[-2:])
+    msc = None
+    for s in scales:
+        xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        out = resize(model(torch.cat([xs, hflip(xs)], dim=0)).seg_logits, grid)
+        avg = (out[:b] + hflip(out[b:])) / 2
+        msc = avg if msc is None else torch.maximum(msc, avg)
+    return SegPrediction(seg, msc)

@@ -1,0 +1,179 @@
+"""One iteration's pseudo labels, in the order of the reference training step (spec §5.5-5.6).
+
+Everything here runs without gradients on detached tensors: the multi-scale CAM, its thresholded
+label (logged only), the PAR-refined CAM label, the affinity-propagated and refined label, and the
+affinity labels. The gradient reaches the network only through the training forward's outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from model.affinity import affinity_labels, propagate_with_bkg, radius_mask
+from model.cam import cam_to_pseudo_label, denormalize, ignore_outside_box, multi_scale_cam, resize
+from model.par import DEFAULT_DILATIONS
+from model.refine import (
+    combine_high_low,
+    foreground_with_background,
+    refine_cams_with_bkg,
+    refine_cams_with_cls_label,
+)
+
+
+@dataclass(frozen=True)
+class PseudoLabelSettings:
+    """The reference's constants for pseudo-label generation (defaults: VOC).
+
+    Attributes:
+        cam_scales: multi-scale CAM scales (1.0 always runs first).
+        bkg_score: CAM background threshold when no uncertain band is used.
+        high_thre, low_thre: the two background scores / thresholds.
+        par_dilations, par_num_iter: PAR neighbourhood and iterations (VOC 10, COCO 15).
+        radius: affinity window radius on the token grid.
+        seg_switch_iter: the segmentation target is the PAR-refined CAM label while n_iter ≤ this,
+            then the propagated label (VOC 6000, COCO 15000).
+        aff_switch_iter: if set, affinity labels come from the propagated label once n_iter > this
+            (COCO 15000); None keeps the PAR-refined CAM label throughout (VOC).
+        cam_run_decoder: run the decoder in CAM passes as the reference does (updates BN statistics).
+        ignore_index: the ignore label.
+    """
+
+    cam_scales: tuple[float, ...] = (1.0, 0.5, 1.5)
+    bkg_score: float = 0.45
+    high_thre: float = 0.55
+    low_thre: float = 0.35
+    par_dilations: tuple[int, ...] = DEFAULT_DILATIONS
+    par_num_iter: int = 10
+    radius: int = 8
+    seg_switch_iter: int = 6000
+    aff_switch_iter: int | None = None
+    cam_run_decoder: bool = True
+    ignore_index: int = 255
+
+
+class AFATargets(NamedTuple):
+    """Pseudo labels of one batch (crop size H×W, K foreground classes).
+
+    Attributes:
+        cam: (B, K, H, W) multi-scale CAM in [0, 1).
+        cam_aff: (B, N', N') affinity of the largest CAM scale, used for propagation.
+        pseudo_label: (B, H, W) thresholded CAM label (logged only; supervises nothing).
+        refined_pseudo_label: (B, H, W) PAR-refined CAM label.
+        refined_aff_label: (B, H, W) propagated then PAR-refined label.
+        aff_cam: (B, K + 1, H, W) the CAM propagated by the affinity with the high background score
+            (before PAR), kept for display.
+        aff_label: (B, N, N) affinity labels for the training forward's affinity.
+        seg_label: (B, H, W) the segmentation target of this iteration.
+    """
+
+    cam: Tensor
+    cam_aff: Tensor
+    pseudo_label: Tensor
+    refined_pseudo_label: Tensor
+    refined_aff_label: Tensor
+    aff_cam: Tensor
+    aff_label: Tensor
+    seg_label: Tensor
+
+
+def propagated_label(
+    images01: Tensor,
+    valid_cam: Tensor,
+    cam_aff: Tensor,
+    aff_grid: tuple[int, int],
+    cls_label: Tensor,
+    img_box: Tensor,
+    s: PseudoLabelSettings,
+) -> tuple[Tensor, Tensor]:
+    """AFA's label: random walk with low and high background, PAR in the box, combined (spec §5.5).
+
+    Args:
+        images01: (B, 3, H, W); valid_cam: (B, K, H, W).
+        cam_aff: (B, N', N') affinity on the (h', w') token grid ``aff_grid``.
+
+    Returns:
+        The label (B, H, W) int64 with ``ignore_index`` where uncertain or outside the box, and the
+        propagated CAM with the high background score (B, K + 1, H, W).
+    """
+    h, w = images01.shape[-2:]
+    cams = resize(valid_cam, aff_grid)
+    mask = radius_mask(*aff_grid, s.radius, device=cams.device)
+    labels = foreground_with_background(cls_label)
+    rws = [
+        resize(propagate_with_bkg(cams, cam_aff, mask, cls_label, bkg), (h, w))
+        for bkg in (s.low_thre, s.high_thre)
+    ]
+    both = refine_cams_with_cls_label(
+        images01,
+        torch.cat(rws, dim=1),
+        torch.cat([labels, labels], dim=1),
+        img_box,
+        s.par_dilations,
+        s.par_num_iter,
+    )
+    low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
+    label = combine_high_low(high, low, s.ignore_index)
+    return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
+
+
+@torch.no_grad()
+def make_targets(
+    model: nn.Module,
+    x: Tensor,
+    cls_label: Tensor,
+    img_box: Tensor,
+    n_iter: int,
+    s: PseudoLabelSettings,
+    amp_dtype: torch.dtype | None = None,
+) -> AFATargets:
+    """All pseudo labels of one training iteration (spec §5.6), in the model's current mode.
+
+    Args:
+        model: an ``AFANetwork`` (``forward_cam`` is used; pass the unwrapped module under DDP).
+        x: (B, 3, H, W) normalised crops.
+        cls_label: (B, K) image-level labels.
+        img_box: (B, 4) valid regions [h0, h1, w0, w1].
+        n_iter: 0-based iteration, for the label-source switches.
+        amp_dtype: autocast dtype for the CAM passes only; labels are computed in float32.
+    """
+    h, w = x.shape[-2:]
+    images01 = denormalize(x)
+    msc = multi_scale_cam(model, x, s.cam_scales, s.cam_run_decoder, amp_dtype)
+    valid_cam, pseudo_label = cam_to_pseudo_label(
+        msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
+    )
+    refined_aff_label, aff_cam = propagated_label(
+        images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s
+    )
+    refined_pseudo_label = refine_cams_with_bkg(
+        images01,
+        msc.cam,
+        cls_label,
+        img_box,
+        s.high_thre,
+        s.low_thre,
+        s.par_dilations,
+        s.par_num_iter,
+        ignore_index=s.ignore_index,
+    )
+    use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
+    aff_source = refined_aff_label if use_aff else refined_pseudo_label
+    grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
+    aff_label = affinity_labels(
+        aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
+    )
+    seg_label = refined_pseudo_label if n_iter <= s.seg_switch_iter else refined_aff_label
+    return AFATargets(
+        msc.cam,
+        msc.aff_pred,
+        pseudo_label,
+        refined_pseudo_label,
+        refined_aff_label,
+        aff_cam,
+        aff_label,
+        seg_label,
+    )

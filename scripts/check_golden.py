@@ -1,0 +1,76 @@
+"""Verify an install against golden cases of the authors' implementation.
+
+    python scripts/check_golden.py DIR [--strict] [--only NAME ...]
+
+Runs every ``*.npz`` case in DIR (with the ``model_state.npz`` the cases were computed with) through
+this implementation and prints one line per case: name, worst absolute and relative error, PASS or
+FAIL. Cases of components not built yet are listed as PENDING (``--strict`` counts them as
+failures). Exits 0 only if every case that ran passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from utils.dist import configure_runtime
+from utils.golden import case_files, run_case
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("directory", type=Path)
+    parser.add_argument(
+        "--strict", action="store_true", help="treat pending (not yet implemented) cases as failures"
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="case file stems to run")
+    parser.add_argument("--verbose", action="store_true", help="one line per compared output")
+    args = parser.parse_args(argv)
+    configure_runtime()
+    files = case_files(args.directory)
+    if args.only:
+        files = [f for f in files if f.stem in args.only]
+    if not files:
+        print(f"no golden cases found in {args.directory}", file=sys.stderr)
+        return 2
+    failed, pending = [], []
+    for path in files:
+        start = time.perf_counter()
+        try:
+            checks = run_case(path)
+        except NotImplementedError as err:
+            pending.append(path.stem)
+            print(f"{path.stem:32s} {'':>10s} {'':>10s}  PENDING  ({err})")
+            continue
+        except Exception as err:  # a crash is a failure of that case, reported with its cause
+            failed.append(path.stem)
+            print(f"{path.stem:32s} {'':>10s} {'':>10s}  FAIL     ({type(err).__name__}: {err})")
+            continue
+        ok = all(ch.passed() for ch in checks)
+        abs_err = max(ch.errors()[0] for ch in checks)
+        rel_err = max(ch.errors()[1] for ch in checks)
+        status = "PASS" if ok else "FAIL"
+        print(
+            f"{path.stem:32s} abs {abs_err:9.2e} rel {rel_err:9.2e}  {status:7s}  ({time.perf_counter() - start:.1f}s)"
+        )
+        for ch in checks if (args.verbose or not ok) else []:
+            a, r = ch.errors()
+            print(
+                f"    {ch.key:30s} abs {a:9.2e} rel {r:9.2e}  {'ok' if ch.passed() else 'MISMATCH'} [{ch.kind}]"
+            )
+        if not ok:
+            failed.append(path.stem)
+    ran = len(files) - len(pending)
+    print(
+        f"\n{ran - len(failed)}/{ran} cases passed, {len(pending)} pending"
+        + (f"; failed: {failed}" if failed else "")
+    )
+    return 1 if failed or (args.strict and pending) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Convert Hugging Face Segformer/MiT weights (e.g. ``nvidia/mit-b1``) to a SegFormer ImageNet checkpoint.
+
+Example:
+    python scripts/convert_weights.py --src path/to/nvidia-mit-b1/ --dst pretrained/mit_b1.pth
+
+``--src`` is a folder holding ``model.safetensors`` or ``pytorch_model.bin`` (as written by
+``save_pretrained`` or downloaded from the hub), or one ``.safetensors``/``.bin``/``.pth`` file. The
+output is a plain state dict with SegFormer's ``mit_b*.pth`` key names, which
+``model.weights.load_mit_pretrained`` loads strictly; it is checked by strictly loading it into a
+freshly built encoder of the variant before it is written. Decode-head and classifier weights are
+dropped. Reading safetensors needs the ``safetensors`` package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from model.mit import MIT_VARIANTS, build_mit
+from model.weights import (
+    convert_hf_segformer,
+    hf_head_keys,
+    infer_mit_variant,
+    load_state_strict,
+    unwrap_state_dict,
+)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# HF config fields that must equal the variant's architecture (head counts leave no trace in weights).
+CONFIG_FIELDS = {
+    "hidden_sizes": "embed_dims",
+    "num_attention_heads": "num_heads",
+    "depths": "depths",
+    "sr_ratios": "sr_ratios",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--src", required=True, help="HF model folder, or a .safetensors/.bin/.pth file")
+    parser.add_argument("--dst", required=True, help="output checkpoint, e.g. pretrained/mit_b1.pth")
+    parser.add_argument(
+        "--variant", default=None, choices=sorted(MIT_VARIANTS), help="MiT variant (default: from shapes)"
+    )
+    return parser.parse_args(argv)
+
+
+def weight_file(src: Path) -> Path:
+    """The weight file of ``src``: itself if a file, else the first of ``WEIGHT_FILES`` inside it."""
+    if src.is_file():
+        return src
+    for name in WEIGHT_FILES:
+        if (src / name).is_file():
+            return src / name
+    raise FileNotFoundError(
+        f"{src} is neither a weight file nor a folder holding one of {', '.join(WEIGHT_FILES)}"
+    )
+
+
+def read_state(path: Path) -> dict[str, Tensor]:
+    """Read a state dict from a ``.safetensors`` file or a torch file (``weights_only=True``)."""
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as err:
+            raise ImportError(
+                f"reading {path} needs the safetensors package: pip install safetensors "
+                "(or pass a pytorch_model.bin instead)"
+            ) from err
+        return load_file(str(path), device="cpu")
+    return dict(unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), str(path)))
+
+
+def check_hf_config(config_path: Path, variant: str) -> None:
+    """Raise if a HF ``config.json`` describes another architecture than ``variant``."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    expected = MIT_VARIANTS[variant]
+    for field, attr in CONFIG_FIELDS.items():
+        if field in config and tuple(config[field]) != tuple(getattr(expected, attr)):
+            raise ValueError(
+                f"{config_path}: {field}={config[field]} but {variant} has {attr}={getattr(expected, attr)}"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    src = weight_file(Path(args.src))
+    hf_state = read_state(src)
+    state = convert_hf_segformer(hf_state)
+    variant = args.variant or infer_mit_variant(state)
+    check_hf_config(src.parent / "config.json", variant)
+    load_state_strict(build_mit(variant), state, f"weights converted from {src} as {variant}")
+    dst = Path(args.dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dst)
+    dropped = hf_head_keys(hf_state)
+    print(f"{src} -> {dst}: {variant}, {len(state)} tensors; dropped {len(dropped)} head keys")
+
+
+if __name__ == "__main__":
+    main()

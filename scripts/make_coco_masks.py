@@ -1,0 +1,41 @@
+"""Convert COCO instance annotations to class-index palette PNGs (AFA COCO layout or VOC layout).
+
+Example:
+    python scripts/make_coco_masks.py --annotations coco/annotations/instances_val2017.json \
+        --images coco/val2017 --out data/coco_afa
+    python scripts/make_coco_masks.py --annotations ... --images ... --out data/coco_voc --voc-classes
+
+The rasterisation rule (crowd 255 first, then instances by decreasing area) and the output layout
+are documented in datasets/convert_coco.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from datasets.convert_coco import convert_coco
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--annotations", required=True, help="instances_<split>.json")
+    parser.add_argument("--images", required=True, help="folder of the JSON's image files")
+    parser.add_argument("--out", required=True, help="output root (merged with a previous split)")
+    parser.add_argument("--split", default=None, help="split name (default: from the JSON file name)")
+    parser.add_argument(
+        "--voc-classes", action="store_true", help="VOC layout with the 20 classes shared with VOC"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    start = time.perf_counter()
+    summary = convert_coco(args.annotations, args.images, args.out, args.split, args.voc_classes)
+    print(summary.format())
+    print(f"written to {args.out} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Train AFA on PASCAL VOC 2012 (+SBD).
+
+    python train_voc.py --config configs/voc.yaml dataset.root_dir=/path/VOCdevkit/VOC2012
+    torchrun --nproc_per_node=2 train_voc.py --config configs/voc.yaml
+    python train_voc.py --config configs/voc.yaml --resume
+
+Everything is a config key (see utils/config.py); ``key=value`` arguments override the YAML.
+"""
+
+from utils.engine import main
+
+if __name__ == "__main__":
+    main(default_config="configs/voc.yaml")

@@ -1,0 +1,120 @@
+"""Data loaders for training and validation, built from the config.
+
+Training uses ``SeededShardSampler``: a fresh permutation per epoch (like ``DistributedSampler``
+with ``set_epoch``), sharded over ranks, yielding ``(index, seed)`` pairs so that every sample's
+augmentation is a pure function of (run seed, epoch, index). A resumed run restarts the sampler at
+the saved (epoch, batch) and sees exactly the batches the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datasets.coco import COCOClsDataset, COCOSegDataset
+from datasets.voc import VOCClsDataset, VOCSegDataset
+
+
+class SeededShardSampler(Sampler):
+    """Per-epoch shuffled, rank-sharded indices with a per-sample augmentation seed.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: per-process batch size (whole batches only: the tail is dropped).
+        rank, world_size: this process's shard.
+        seed: the run seed.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.rank = rank
+        self.world_size = world_size
+        self.seed = seed
+        self.epoch = 0
+        self.start_batch = 0
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{num_samples} training images cannot fill one batch of {batch_size} on each of {world_size} processes"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.world_size // self.batch_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's permutation and skip the first ``start_batch`` batches (resume)."""
+        self.epoch = epoch
+        self.start_batch = start_batch
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=gen).tolist()
+        per_rank = self.batches_per_epoch * self.batch_size
+        shard = order[self.rank : self.world_size * per_rank : self.world_size]
+        for index in shard[self.start_batch * self.batch_size :]:
+            seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]
+            yield index, int(seed)
+
+
+def build_train_dataset(cfg: DictConfig) -> Dataset:
+    """The classification training set of ``cfg.dataset`` with the reference augmentation."""
+    cls = VOCClsDataset if cfg.dataset.name == "voc" else COCOClsDataset
+    return cls(
+        cfg.dataset.root_dir,
+        cfg.dataset.name_list_dir,
+        split=cfg.train.split,
+        crop_size=cfg.dataset.crop_size,
+        scale_range=tuple(cfg.dataset.rescale_range),
+        num_classes=cfg.dataset.num_classes,
+    )
+
+
+def build_eval_dataset(cfg: DictConfig, split: str, with_labels: bool = True) -> Dataset:
+    """An evaluation set at original image size (labels optional, e.g. for VOC ``test``)."""
+    cls = VOCSegDataset if cfg.dataset.name == "voc" else COCOSegDataset
+    return cls(
+        cfg.dataset.root_dir,
+        cfg.dataset.name_list_dir,
+        split=split,
+        num_classes=cfg.dataset.num_classes,
+        with_labels=with_labels,
+    )
+
+
+def build_train_loader(dataset: Dataset, sampler: SeededShardSampler, num_workers: int) -> DataLoader:
+    """Loader over ``sampler``; its own generator keeps the global torch RNG untouched (exact resume)."""
+    return DataLoader(
+        dataset,
+        batch_size=sampler.batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(sampler.seed),
+    )
+
+
+def build_eval_loader(dataset: Dataset, indices: list[int], num_workers: int) -> DataLoader:
+    """Batch-1 loader over ``indices`` (this rank's shard of the split)."""
+    return DataLoader(
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=1,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def shard_indices(num_items: int, rank: int, world_size: int, limit: int | None = None) -> list[int]:
+    """Round-robin shard of ``range(min(num_items, limit))`` for this rank."""
+    n = num_items if limit is None else min(num_items, limit)
+    return list(range(rank, n, world_size))

@@ -1,0 +1,284 @@
+"""The shared training engine behind ``train_voc.py`` and ``train_coco.py`` (spec §5.6, §6, §7.1).
+
+``train(cfg)`` is a plain loop: next batch → ``train_step`` (forward, pseudo labels, losses, step)
+→ log → periodic checkpoint → periodic validation. It runs on the CPU, one GPU, or under torchrun
+with DDP; with ``resume=True`` it continues from ``checkpoints/last.pt`` exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from tqdm import tqdm
+
+from datasets.voc import class_names
+from model.afa import AFANetwork
+from model.pseudo_labels import PseudoLabelSettings
+from model.weights import load_mit_pretrained
+from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
+from utils.config import save_config
+from utils.data import (
+    SeededShardSampler,
+    build_eval_dataset,
+    build_eval_loader,
+    build_train_dataset,
+    build_train_loader,
+    shard_indices,
+)
+from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
+from utils.evaluate import EvalSettings, validate
+from utils.logger import TensorBoard, format_scores, setup_text_log
+from utils.optim import build_optimizer, build_scheduler
+from utils.tb_images import training_panel
+from utils.train_step import StepResult, StepSettings, train_step, unwrap
+
+
+def build_model(cfg: DictConfig) -> AFANetwork:
+    """The network of ``cfg``, with the ImageNet MiT weights when ``backbone.pretrained``."""
+    model = AFANetwork(
+        backbone=cfg.backbone.config,
+        num_classes=cfg.dataset.num_classes,
+        strides=tuple(cfg.backbone.stride),
+        embed_dim=cfg.model.embed_dim,
+        pooling=cfg.model.pooling,
+        aff_blocks=cfg.model.aff_blocks,
+        drop_path_rate=cfg.backbone.drop_path_rate,
+    )
+    if cfg.backbone.pretrained:
+        load_mit_pretrained(
+            model.encoder, cfg.backbone.pretrained_path or f"pretrained/{cfg.backbone.config}.pth"
+        )
+    return model
+
+
+def step_settings(cfg: DictConfig) -> StepSettings:
+    """The per-iteration constants of ``cfg``."""
+    pseudo = PseudoLabelSettings(
+        cam_scales=tuple(cfg.cam.scales),
+        bkg_score=cfg.cam.bkg_score,
+        high_thre=cfg.cam.high_thre,
+        low_thre=cfg.cam.low_thre,
+        par_dilations=tuple(cfg.par.dilations),
+        par_num_iter=cfg.par.num_iter,
+        radius=cfg.afa.radius,
+        seg_switch_iter=cfg.afa.seg_label_switch_iter,
+        aff_switch_iter=cfg.afa.aff_label_switch_iter,
+        cam_run_decoder=cfg.cam.train_mode,
+        ignore_index=cfg.dataset.ignore_index,
+    )
+    amp = torch.bfloat16 if cfg.train.amp == "bf16" else None
+    weights = {"cls": cfg.loss.cls, "seg": cfg.loss.seg, "aff": cfg.loss.aff}
+    return StepSettings(pseudo=pseudo, cam_iters=cfg.train.cam_iters, loss_weights=weights, amp_dtype=amp)
+
+
+def eval_settings(cfg: DictConfig) -> EvalSettings:
+    return EvalSettings(
+        cfg.dataset.num_classes, tuple(cfg.cam.scales), cfg.cam.bkg_score, radius=cfg.afa.radius
+    )
+
+
+@dataclass
+class Run:
+    """Everything the loop mutates, in one place (what a checkpoint stores)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: SeededShardSampler
+    step: int = 0  # completed iterations = the next 0-based n_iter
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_miou: float = -1.0
+    best_step: int = -1
+
+
+def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
+    return {
+        "model": unwrap(run.model).state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "step": run.step,
+        "epoch": run.epoch,
+        "batch_in_epoch": run.batch_in_epoch,
+        "best_miou": run.best_miou,
+        "best_step": run.best_step,
+        "rng": rng_states(),
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+    }
+
+
+def restore(run: Run, path: Path, device: torch.device) -> None:
+    """Load a checkpoint written by ``checkpoint_state`` into ``run`` (weights, optimiser, RNG, data position)."""
+    state = load_checkpoint(path, map_location=device)
+    unwrap(run.model).load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+    run.best_miou, run.best_step = state["best_miou"], state["best_step"]
+    state["rng"]["torch"] = state["rng"]["torch"].cpu()
+    set_rng_states(state["rng"])
+
+
+def batches(run: Run, loader: torch.utils.data.DataLoader):
+    """Endless batches; a new shuffled epoch each time the sampler is exhausted (resumes mid-epoch)."""
+    run.sampler.set_epoch(run.epoch, run.batch_in_epoch)
+    while True:
+        for batch in loader:
+            run.batch_in_epoch += 1
+            yield batch
+        run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+        run.sampler.set_epoch(run.epoch)
+
+
+def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.DataLoader]:
+    """Seeded model, optimiser, schedule and training data of this process."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg).to(info.device)
+    if info.distributed:
+        if info.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    model.train()
+    o, s = cfg.optimizer, cfg.scheduler
+    optimizer = build_optimizer(
+        unwrap(model).param_groups(),
+        o.learning_rate,
+        o.weight_decay,
+        tuple(o.betas),
+        head_lr_mult=o.head_lr_mult,
+    )
+    scheduler = build_scheduler(optimizer, s.warmup_iter, cfg.train.max_iters, s.warmup_ratio, s.power)
+    if cfg.train.batch_size % info.world_size:
+        raise ValueError(
+            f"train.batch_size={cfg.train.batch_size} is not divisible by {info.world_size} processes"
+        )
+    dataset = build_train_dataset(cfg)
+    per_rank = cfg.train.batch_size // info.world_size
+    sampler = SeededShardSampler(len(dataset), per_rank, info.rank, info.world_size, cfg.train.seed)
+    loader = build_train_loader(dataset, sampler, cfg.dataset.num_workers)
+    return Run(model, optimizer, scheduler, sampler), loader
+
+
+def log_step(run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger, seconds: float) -> None:
+    """Losses and learning rate to the text log and TensorBoard, plus the label panel."""
+    losses = {k: float(v) for k, v in result.losses.items()}
+    lrs = [g["lr"] for g in run.optimizer.param_groups]
+    logger.info(
+        f"iter {run.step}  "
+        + "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        + f"  total {float(result.total):.4f}  lr {lrs[0]:.3e}  {seconds:.2f}s/it"
+    )
+    tb.scalars(
+        {f"train/{k}_loss": v for k, v in losses.items()} | {"train/loss": float(result.total)}, run.step
+    )
+    tb.scalars(
+        {"train/lr_backbone": lrs[0], "train/lr_head": lrs[2], "train/sec_per_iter": seconds}, run.step
+    )
+    tb.image("train/panel", training_panel(batch, result), run.step)
+
+
+def evaluate_and_keep_best(
+    run: Run, cfg: DictConfig, loader, info: DistInfo, tb: TensorBoard, logger
+) -> dict:
+    """Validate, log the four metrics, and copy the checkpoint to best.pt when seg mIoU improves."""
+    metrics = validate(unwrap(run.model), loader, eval_settings(cfg), info.device, show=info.is_main)
+    names = class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes)
+    logger.info(
+        f"validation at iter {run.step} on {metrics['num_images']} images: cls F1 {metrics['cls_f1']:.4f}"
+    )
+    for key in ("cam", "aff", "seg"):
+        logger.info(format_scores(key, metrics[key], names if key == "seg" else None))
+        tb.scalars({f"val/{key}_miou": 100 * metrics[key]["miou"]}, run.step)
+    tb.scalars({"val/cls_f1": metrics["cls_f1"]}, run.step)
+    if metrics["seg"]["miou"] > run.best_miou:
+        run.best_miou, run.best_step = metrics["seg"]["miou"], run.step
+        if info.is_main:
+            save_atomic(checkpoint_state(run, cfg), ckpt_dir(cfg) / "best.pt")
+    return metrics
+
+
+def ckpt_dir(cfg: DictConfig) -> Path:
+    return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
+
+
+def save_checkpoints(run: Run, cfg: DictConfig, periodic: bool) -> None:
+    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic``."""
+    last = ckpt_dir(cfg) / "last.pt"
+    save_atomic(checkpoint_state(run, cfg), last)
+    if periodic:
+        shutil.copyfile(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
+
+
+def train(cfg: DictConfig, resume: bool = False) -> dict:
+    """Train as configured; returns the last validation metrics (empty if none ran)."""
+    configure_runtime()
+    info = init_distributed(cfg.device)
+    work = Path(cfg.work_dir.dir)
+    logger = setup_text_log(work / "train.log", info.is_main)
+    tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
+    if info.is_main:
+        save_config(cfg, work / "config.yaml")
+    run, loader = setup_run(cfg, info)
+    if resume:
+        restore(run, ckpt_dir(cfg) / "last.pt", info.device)
+        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
+    val_set = build_eval_dataset(cfg, cfg.val.split)
+    val_loader = build_eval_loader(
+        val_set,
+        shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),
+        cfg.dataset.num_workers,
+    )
+    settings, t = step_settings(cfg), cfg.train
+    ckpt_iters = t.ckpt_iters or t.eval_iters
+    metrics: dict = {}
+    logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
+    data = batches(run, loader)
+    bar = tqdm(range(run.step, t.max_iters), initial=run.step, total=t.max_iters, disable=not info.is_main)
+    for n_iter in bar:
+        start = time.perf_counter()
+        batch = {
+            k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in next(data).items()
+        }
+        result = train_step(run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
+        run.step = n_iter + 1
+        bar.set_postfix({k: f"{float(v):.3f}" for k, v in result.losses.items()})
+        if run.step % t.log_iters == 0 and info.is_main:
+            log_step(run, result, batch, tb, logger, time.perf_counter() - start)
+        if run.step % t.eval_iters == 0 or run.step == t.max_iters:
+            metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
+        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters):
+            save_checkpoints(run, cfg, periodic=run.step % ckpt_iters == 0)
+    logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} at iteration {run.best_step}")
+    tb.close()
+    cleanup()
+    return metrics
+
+
+def parse_args(argv: list[str] | None, default_config: str) -> tuple[str, bool, list[str]]:
+    """``--config FILE [--resume] [key=value ...]``: everything else is a config key."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Train AFA (Ru et al., CVPR 2022).")
+    parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from <work_dir.dir>/checkpoints/last.pt"
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset.root_dir=/data/VOC2012")
+    args = parser.parse_args(argv)
+    return args.config, args.resume, args.overrides
+
+
+def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml") -> dict:
+    """Command-line entry shared by ``train_voc.py`` and ``train_coco.py``."""
+    from utils.config import load_config
+
+    config, resume, overrides = parse_args(argv, default_config)
+    return train(load_config(config, overrides), resume=resume)

@@ -1,0 +1,115 @@
+"""One AFA training iteration (spec §5.6, §6.3): forward, pseudo labels, losses, optimiser step.
+
+The engine calls ``train_step`` once per iteration; the golden ``train_iteration_*`` cases call the
+same function, so the parity suite checks exactly what training runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from model.afa import AFAOutput
+from model.cam import maybe_autocast, resize
+from model.losses import affinity_loss, classification_loss, segmentation_loss
+from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Everything a training step needs besides model, optimiser and batch.
+
+    Attributes:
+        pseudo: pseudo-label constants.
+        cam_iters: classification-only warm phase: the seg and affinity terms are weighted 0 while
+            n_iter ≤ cam_iters (0-based, so cam_iters + 1 warm iterations, as the reference).
+        loss_weights: weights of the cls, seg and aff terms after the warm phase (1.0/0.1/0.1).
+        amp_dtype: autocast dtype for the network passes (None: full precision, the reference).
+    """
+
+    pseudo: PseudoLabelSettings = PseudoLabelSettings()
+    cam_iters: int = 2000
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "seg": 0.1, "aff": 0.1})
+    amp_dtype: torch.dtype | None = None
+
+
+class StepResult(NamedTuple):
+    """Attributes:
+    losses: unweighted loss terms {"cls", "seg", "aff"} (scalars, before the update).
+    weights: the weight each term had in this iteration.
+    total: the weighted sum that was back-propagated.
+    output: the training forward's outputs.
+    targets: the pseudo labels of this iteration.
+    """
+
+    losses: dict[str, Tensor]
+    weights: dict[str, float]
+    total: Tensor
+    output: AFAOutput
+    targets: AFATargets
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def phase_weights(n_iter: int, settings: StepSettings) -> dict[str, float]:
+    """Loss weights of iteration n_iter: classification only during the warm phase (spec §6.3)."""
+    warm = n_iter <= settings.cam_iters
+    return {k: (0.0 if warm and k != "cls" else w) for k, w in settings.loss_weights.items()}
+
+
+def forward_losses(
+    model: nn.Module, x: Tensor, cls_label: Tensor, img_box: Tensor, n_iter: int, settings: StepSettings
+) -> StepResult:
+    """Forward, pseudo labels and losses of one iteration, without the update.
+
+    Args:
+        model: the network, possibly DDP-wrapped.
+        x: (B, 3, H, W) normalised crops; cls_label: (B, K); img_box: (B, 4).
+        n_iter: 0-based iteration.
+    """
+    # forward
+    with maybe_autocast(x.device, settings.amp_dtype):
+        output = model(x)
+    # pseudo labels (no grad)
+    targets = make_targets(unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype)
+    # losses
+    seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
+    losses = {
+        "cls": classification_loss(output.cls_logits.float(), cls_label),
+        "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
+        "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
+    }
+    weights = phase_weights(n_iter, settings)
+    total = sum(weights[k] * losses[k] for k in losses)
+    return StepResult(losses, weights, total, output, targets)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    batch: dict[str, Tensor],
+    n_iter: int,
+    settings: StepSettings,
+) -> StepResult:
+    """One full iteration: losses, backward, optimiser and scheduler step.
+
+    Raises:
+        FloatingPointError: if the total loss is not finite (names the offending terms).
+    """
+    result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter, settings)
+    if not torch.isfinite(result.total):
+        bad = {k: float(v) for k, v in result.losses.items()}
+        raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
+    # step
+    optimizer.zero_grad(set_to_none=True)
+    result.total.backward()
+    optimizer.step()
+    scheduler.step()
+    return result
