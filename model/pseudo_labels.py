@@ -14,7 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from model.affinity import affinity_labels, propagate_with_bkg, radius_mask
-from model.cam import cam_to_pseudo_label, denormalize, ignore_outside_box, multi_scale_cam, resize
+from model.cam import (
+    MultiScaleCAM,
+    cam_to_pseudo_label,
+    denormalize,
+    ignore_outside_box,
+    multi_scale_cam,
+    resize,
+)
 from model.par import DEFAULT_DILATIONS
 from model.refine import (
     combine_high_low,
@@ -38,7 +45,9 @@ class PseudoLabelSettings:
             then the propagated label (VOC 6000, COCO 15000).
         aff_switch_iter: if set, affinity labels come from the propagated label once n_iter > this
             (COCO 15000); None keeps the PAR-refined CAM label throughout (VOC).
-        cam_run_decoder: run the decoder in CAM passes as the reference does (updates BN statistics).
+        cam_train_mode: True runs the CAM passes as the reference does: in the model's current (train)
+            mode, with DropPath active and the decoder run so that BatchNorm statistics are updated.
+            False runs them in eval mode without the decoder (faster; a documented deviation).
         ignore_index: the ignore label.
     """
 
@@ -51,7 +60,7 @@ class PseudoLabelSettings:
     radius: int = 8
     seg_switch_iter: int = 6000
     aff_switch_iter: int | None = None
-    cam_run_decoder: bool = True
+    cam_train_mode: bool = True
     ignore_index: int = 255
 
 
@@ -120,6 +129,20 @@ def propagated_label(
     return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
 
 
+def cam_passes(
+    model: nn.Module, x: Tensor, s: PseudoLabelSettings, amp_dtype: torch.dtype | None
+) -> MultiScaleCAM:
+    """The multi-scale CAM in the reference's (train) mode, or in eval mode without the decoder."""
+    if s.cam_train_mode:
+        return multi_scale_cam(model, x, s.cam_scales, True, amp_dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        return multi_scale_cam(model, x, s.cam_scales, False, amp_dtype)
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def make_targets(
     model: nn.Module,
@@ -142,7 +165,7 @@ def make_targets(
     """
     h, w = x.shape[-2:]
     images01 = denormalize(x)
-    msc = multi_scale_cam(model, x, s.cam_scales, s.cam_run_decoder, amp_dtype)
+    msc = cam_passes(model, x, s, amp_dtype)
     valid_cam, pseudo_label = cam_to_pseudo_label(
         msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
     )

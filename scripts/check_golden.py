@@ -50,18 +50,20 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path.stem)
             print(f"{path.stem:32s} {'':>10s} {'':>10s}  FAIL     ({type(err).__name__}: {err})")
             continue
+        if not checks:
+            failed.append(path.stem)
+            print(f"{path.stem:32s} {'':>10s} {'':>10s}  FAIL     (no out/ entries to compare)")
+            continue
         ok = all(ch.passed() for ch in checks)
         abs_err = max(ch.errors()[0] for ch in checks)
         rel_err = max(ch.errors()[1] for ch in checks)
         status = "PASS" if ok else "FAIL"
-        print(
-            f"{path.stem:32s} abs {abs_err:9.2e} rel {rel_err:9.2e}  {status:7s}  ({time.perf_counter() - start:.1f}s)"
-        )
+        seconds = time.perf_counter() - start
+        print(f"{path.stem:32s} abs {abs_err:9.2e} rel {rel_err:9.2e}  {status:7s}  ({seconds:.1f}s)")
         for ch in checks if (args.verbose or not ok) else []:
             a, r = ch.errors()
-            print(
-                f"    {ch.key:30s} abs {a:9.2e} rel {r:9.2e}  {'ok' if ch.passed() else 'MISMATCH'} [{ch.kind}]"
-            )
+            verdict = "ok" if ch.passed() else "MISMATCH"
+            print(f"    {ch.key:30s} abs {a:9.2e} rel {r:9.2e}  {verdict} [{ch.kind}]")
         if not ok:
             failed.append(path.stem)
     ran = len(files) - len(pending)

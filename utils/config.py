@@ -52,6 +52,7 @@ class TrainConfig:
     eval_iters: int = 2000  # COCO 5000
     log_iters: int = 200
     ckpt_iters: int | None = None  # periodic checkpoints/iter_<n>.pt; default eval_iters
+    stop_iter: int | None = None  # end the process after this many iterations (time limits); --resume goes on
     seed: int = 1  # reference setup_seed(1)
     amp: str = "none"  # none | bf16 (not the reference)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
@@ -115,6 +116,8 @@ class InferConfig:
     resize_long: int = 512  # scripts/test_msc_flip.py
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.75])  # authors' script; paper: 0.5..1.5
     crf_workers: int = 0  # 0: 80 % of the CPUs, as the authors' joblib setting
+    crf: bool = False  # dense CRF after the multi-scale prediction (authors' test script; infer_seg.py --crf)
+    max_images: int | None = None  # infer on the first N images only (quick checks)
 
 
 @dataclass

@@ -39,7 +39,8 @@ class SeededShardSampler(Sampler):
         self.start_batch = 0
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"{num_samples} training images cannot fill one batch of {batch_size} on each of {world_size} processes"
+                f"{num_samples} training images cannot fill one batch of {batch_size} "
+                f"on each of {world_size} processes"
             )
 
     @property

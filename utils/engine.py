@@ -69,7 +69,7 @@ def step_settings(cfg: DictConfig) -> StepSettings:
         radius=cfg.afa.radius,
         seg_switch_iter=cfg.afa.seg_label_switch_iter,
         aff_switch_iter=cfg.afa.aff_label_switch_iter,
-        cam_run_decoder=cfg.cam.train_mode,
+        cam_train_mode=cfg.cam.train_mode,
         ignore_index=cfg.dataset.ignore_index,
     )
     amp = torch.bfloat16 if cfg.train.amp == "bf16" else None
@@ -114,7 +114,7 @@ def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
 
 
 def restore(run: Run, path: Path, device: torch.device) -> None:
-    """Load a checkpoint written by ``checkpoint_state`` into ``run`` (weights, optimiser, RNG, data position)."""
+    """Load a ``checkpoint_state`` file into ``run``: weights, optimiser, RNG states, data position."""
     state = load_checkpoint(path, map_location=device)
     unwrap(run.model).load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
@@ -168,15 +168,15 @@ def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.Da
 
 def log_step(run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger, seconds: float) -> None:
     """Losses and learning rate to the text log and TensorBoard, plus the label panel."""
-    losses = {k: float(v) for k, v in result.losses.items()}
+    losses = {k: v.item() for k, v in result.losses.items()}
     lrs = [g["lr"] for g in run.optimizer.param_groups]
     logger.info(
         f"iter {run.step}  "
         + "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
-        + f"  total {float(result.total):.4f}  lr {lrs[0]:.3e}  {seconds:.2f}s/it"
+        + f"  total {result.total.item():.4f}  lr {lrs[0]:.3e}  {seconds:.2f}s/it"
     )
     tb.scalars(
-        {f"train/{k}_loss": v for k, v in losses.items()} | {"train/loss": float(result.total)}, run.step
+        {f"train/{k}_loss": v for k, v in losses.items()} | {"train/loss": result.total.item()}, run.step
     )
     tb.scalars(
         {"train/lr_backbone": lrs[0], "train/lr_head": lrs[2], "train/sec_per_iter": seconds}, run.step
@@ -249,13 +249,17 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         }
         result = train_step(run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
         run.step = n_iter + 1
-        bar.set_postfix({k: f"{float(v):.3f}" for k, v in result.losses.items()})
+        bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
         if run.step % t.log_iters == 0 and info.is_main:
             log_step(run, result, batch, tb, logger, time.perf_counter() - start)
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
-        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters):
+        stopping = run.step == t.stop_iter
+        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping):
             save_checkpoints(run, cfg, periodic=run.step % ckpt_iters == 0)
+        if stopping:
+            logger.info(f"stopping at iteration {run.step} (train.stop_iter); continue with --resume")
+            break
     logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} at iteration {run.best_step}")
     tb.close()
     cleanup()

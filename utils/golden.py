@@ -42,22 +42,31 @@ class Check:
     outside_box: np.ndarray | None = None  # bool mask where labels must agree exactly
 
     def errors(self) -> tuple[float, float]:
-        """(max absolute error, max relative error) over the compared entries."""
+        """(max absolute, max relative error); for label maps both are the fraction of disagreeing pixels.
+
+        A NaN on one side only counts as an infinite error; NaN on both sides as none.
+        """
         ours, ref = np.asarray(self.ours, np.float64), np.asarray(self.ref, np.float64)
         if ours.shape != ref.shape:
             return float("inf"), float("inf")
+        if not ref.size:
+            return 0.0, 0.0
+        if self.kind == "label":
+            wrong = float((ours != ref).mean())
+            return wrong, wrong
         diff = np.abs(ours - ref)
-        rel = diff / np.maximum(np.abs(ref), self.atol)
-        return (float(diff.max()), float(rel.max())) if diff.size else (0.0, 0.0)
+        diff = np.where(np.isnan(ours) & np.isnan(ref), 0.0, np.nan_to_num(diff, nan=np.inf))
+        rel = diff / np.maximum(np.abs(np.nan_to_num(ref)), self.atol)
+        return float(diff.max()), float(rel.max())
 
     def passed(self) -> bool:
         ours, ref = np.asarray(self.ours), np.asarray(self.ref)
         if ours.shape != ref.shape:
             return False
         if self.kind == "float":
-            return bool(np.allclose(ours, ref, rtol=self.rtol, atol=self.atol))
+            return bool(np.allclose(ours, ref, rtol=self.rtol, atol=self.atol, equal_nan=True))
         if self.kind == "exact":
-            return bool(np.array_equal(ours, ref))
+            return bool(np.array_equal(ours, ref, equal_nan=ours.dtype.kind == "f"))
         agree = float((ours == ref).mean()) if ref.size else 1.0
         exact = self.outside_box is None or bool(
             np.array_equal(ours[self.outside_box], ref[self.outside_box])

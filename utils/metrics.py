@@ -33,7 +33,8 @@ def scores_from_confusion(hist: Tensor | np.ndarray) -> dict:
     """pAcc, mAcc, per-class IoU and mIoU from a confusion matrix.
 
     mIoU is the mean of IoU over classes whose ground-truth row is non-empty (the reference's
-    ``nanmean`` over ``valid = hist.sum(1) > 0``); per-class IoU is NaN for empty classes.
+    ``nanmean`` over ``valid = hist.sum(1) > 0``). Per-class IoU is diag / (row + col − diag): 0 for a
+    class that is only predicted, NaN for a class absent from both ground truth and prediction.
 
     Returns:
         {"pAcc": float, "mAcc": float, "iou": np.ndarray (C,), "miou": float}, fractions in [0, 1].
@@ -45,7 +46,6 @@ def scores_from_confusion(hist: Tensor | np.ndarray) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         acc_cls = diag / gt_count
         iou = diag / (gt_count + pred_count - diag)
-    iou = np.where(present, iou, np.nan)
     total = hist.sum()
     return {
         "pAcc": float(diag.sum() / total) if total > 0 else float("nan"),

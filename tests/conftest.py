@@ -1,0 +1,44 @@
+"""Shared fixtures: the golden case directory and network, a tiny random AFA network, CPU numerics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.afa import AFANetwork
+from model.weights import build_from_golden_state
+from utils.dist import configure_runtime
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _runtime() -> None:
+    """Flush subnormal floats, as training and ``check_golden`` do (PAR and random walks stay fast)."""
+    configure_runtime()
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def golden_model() -> AFANetwork:
+    """The golden cases' network (mit_b0, 21 classes), in eval mode. Do not train it in a test."""
+    return build_from_golden_state(GOLDEN_DIR / "model_state.npz")
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., AFANetwork]:
+    """Factory of seeded random ``mit_tiny`` networks: ``tiny_model(num_classes=5, **kwargs)``."""
+
+    def make(num_classes: int = 5, seed: int = 0, **kwargs) -> AFANetwork:
+        torch.manual_seed(seed)
+        kwargs.setdefault("embed_dim", 16)
+        return AFANetwork("mit_tiny", num_classes=num_classes, **kwargs)
+
+    return make
