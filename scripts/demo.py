@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from datasets.demo import write_demo_dataset
 from utils.config import load_config
@@ -48,7 +49,7 @@ def untrained_scores(cfg) -> dict:
 def run_inference(cfg) -> dict:
     """``infer_seg.py`` on the val split with the final checkpoint; returns its scores (percent)."""
     checkpoint = Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir / "last.pt"
-    return infer(cfg, checkpoint)["scores"]
+    return infer(OmegaConf.merge(cfg, {"infer": {"crf": True}}), checkpoint)["scores"]
 
 
 def report(before: dict, after: dict, inference: dict) -> str:
