@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,21 @@ def tiny_model() -> Callable[..., AFANetwork]:
         return AFANetwork("mit_tiny", num_classes=num_classes, **kwargs)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread is as fast and does not stall when other processes share the CPUs.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the thread count is restored.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def subprocess_env() -> dict[str, str]:
+    """Environment for command-line tests: one OpenMP thread per process."""
+    return dict(os.environ, OMP_NUM_THREADS="1")

@@ -26,8 +26,8 @@ from model.afa import AFANetwork
 from model.inference import msc_flip_inference
 from model.pseudo_labels import PseudoLabelSettings, make_targets
 from utils.crf import CRFParams, dense_crf
+from utils.golden import poly_warmup_adamw_trajectory
 from utils.metrics import scores
-from utils.optim import build_optimizer, build_scheduler
 from utils.train_step import StepSettings, phase_weights
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,25 +229,15 @@ def _metric_cases(d: Path, gen: torch.Generator) -> None:
     preds = torch.randint(0, K + 1, (2, 20, 30), generator=gen)
     _save_scores(d, gts, preds, K + 1)
 
-    params = [torch.zeros(3, requires_grad=True) for _ in range(4)]
-    opt = build_optimizer([[p] for p in params], 1e-3, 0.05)
-    sched = build_scheduler(opt, 3, 10, 1e-6, 0.9)
-    lrs, values = [], []
-    for t in range(12):  # past max_iter
-        lrs.append([g["lr"] for g in opt.param_groups])
-        for p in params:
-            p.grad = torch.full_like(p, 0.1 * (t + 1))
-        opt.step()
-        sched.step()
-        values.append([_np(p).copy() for p in params])
+    lrs, values = poly_warmup_adamw_trajectory(1e-3, 0.05, 3, 10, 1e-6, 0.9, steps=12)  # past max_iter
     _save(
         d,
         "poly_warmup_adamw",
         {"in/base_lr": 1e-3, "in/warmup_iter": 3, "in/max_iter": 10, "in/warmup_ratio": 1e-6, "in/power": 0.9}
         | {
             "in/weight_decay": 0.05,
-            "out/lr_per_step": np.array(lrs),
-            "out/params_per_step": np.array(values),
+            "out/lr_per_step": lrs,
+            "out/params_per_step": values,
         },
     )
 

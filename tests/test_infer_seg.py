@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -38,19 +37,12 @@ from utils.infer import (
 from utils.metrics import confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
 GOLDEN = REPO / "tests" / "golden"
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "coco_mini"
 NUM_CLASSES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and does not stall when other processes share the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def overrides(root: Path, work: Path, **extra) -> list[str]:
@@ -143,7 +135,7 @@ def test_to_uint8_image_inverts_normalize_exactly():
 # --------------------------------------------------------------------------- splits
 
 
-def test_cli_on_demo_split_writes_masks_and_report(demo_root, checkpoint, tmp_path):
+def test_cli_on_demo_split_writes_masks_and_report(demo_root, checkpoint, tmp_path, subprocess_env):
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -154,7 +146,9 @@ def test_cli_on_demo_split_writes_masks_and_report(demo_root, checkpoint, tmp_pa
         str(checkpoint),
     ]
     command += ["--split", "val", "--out", str(out), *overrides(demo_root, tmp_path)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "multi_scale" in result.stdout and "miou" in result.stdout
     check_masks(out, split_sizes(demo_root, "val"), NUM_CLASSES)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -25,17 +24,10 @@ from utils.metrics import scores
 from utils.pseudo_export import KINDS, export, pseudo_labels
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
 NUM_CLASSES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and does not stall when other processes share the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def overrides(root: Path, work: Path) -> list[str]:
@@ -77,11 +69,13 @@ def test_labels_equal_the_training_targets_of_a_whole_image_crop(demo_root, chec
     assert ours.pseudo.shape == x.shape[-2:] and not (ours.cam == 255).any()
 
 
-def test_cli_writes_labels_and_report(demo_root, checkpoint, tmp_path):
+def test_cli_writes_labels_and_report(demo_root, checkpoint, tmp_path, subprocess_env):
     out = tmp_path / "pseudo_train"
     command = [sys.executable, "scripts/make_pseudo_labels.py", "--config", "configs/demo.yaml"]
     command += ["--checkpoint", str(checkpoint), "--out", str(out), *overrides(demo_root, tmp_path)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 images of split train" in result.stdout
     for name in (demo_root / "train.txt").read_text().split():

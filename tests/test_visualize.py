@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +26,9 @@ from utils.visualize_lib import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is as fast and does not stall when other processes share the CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +89,7 @@ def test_visualize_image_on_a_non_square_image(model):
     assert all(p.dtype == np.uint8 for p in pictures.values())
 
 
-def test_cli_on_split_ids_and_image_files(model, tmp_path):
+def test_cli_on_split_ids_and_image_files(model, tmp_path, subprocess_env):
     root = tmp_path / "demo"
     write_demo_dataset(root, num_train=1, num_val=1, seed=4)
     checkpoint = tmp_path / "model.pt"
@@ -114,7 +106,9 @@ def test_cli_on_split_ids_and_image_files(model, tmp_path):
         "device=cpu",
         "infer.resize_long=128",
     ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=ENV)
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     expected = {
         f"{n}_{k}.png" for n in ("val_0000", "photo") for k in ("panel", "cams", "pixel_5_7", "pixel_40_50")

@@ -113,15 +113,14 @@ def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
     }
 
 
-def restore(run: Run, path: Path, device: torch.device) -> None:
+def restore(run: Run, path: Path) -> None:
     """Load a ``checkpoint_state`` file into ``run``: weights, optimiser, RNG states, data position."""
-    state = load_checkpoint(path, map_location=device)
+    state = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
     unwrap(run.model).load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
     run.best_miou, run.best_step = state["best_miou"], state["best_step"]
-    state["rng"]["torch"] = state["rng"]["torch"].cpu()
     set_rng_states(state["rng"])
 
 
@@ -227,7 +226,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         save_config(cfg, work / "config.yaml")
     run, loader = setup_run(cfg, info)
     if resume:
-        restore(run, ckpt_dir(cfg) / "last.pt", info.device)
+        restore(run, ckpt_dir(cfg) / "last.pt")
         logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
     val_set = build_eval_dataset(cfg, cfg.val.split)
     val_loader = build_eval_loader(

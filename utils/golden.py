@@ -244,28 +244,48 @@ def case_losses(c: CaseData) -> list[Check]:
     return [Check("seg_loss", _np(seg), c["out/seg_loss"]), Check("cls_loss", _np(cls), c["out/cls_loss"])]
 
 
-def case_poly_warmup_adamw(c: CaseData) -> list[Check]:
-    """Four groups of three zero-initialised parameters; at step t every gradient entry is (t+1)/10.
+def poly_warmup_adamw_trajectory(
+    base_lr: float,
+    weight_decay: float,
+    warmup_iter: int,
+    max_iter: int,
+    warmup_ratio: float,
+    power: float,
+    steps: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``poly_warmup_adamw`` protocol: lrs (steps, 4) and parameters (steps, 4, 3) after each step.
 
+    Four groups of three zero-initialised parameters; at step t every gradient entry is (t+1)/10.
     The case stores no gradients; this sequence reproduces its parameters to 3e-11 (Adam is nearly
     invariant to the gradient scale, so the check is mostly of the lr schedule and decoupled decay).
     """
     params = [torch.zeros(3, requires_grad=True) for _ in range(4)]
-    opt = build_optimizer([[p] for p in params], c.f("in/base_lr"), c.f("in/weight_decay"))
-    sched = build_scheduler(
-        opt, c.i("in/warmup_iter"), c.i("in/max_iter"), c.f("in/warmup_ratio"), c.f("in/power")
-    )
+    opt = build_optimizer([[p] for p in params], base_lr, weight_decay)
+    sched = build_scheduler(opt, warmup_iter, max_iter, warmup_ratio, power)
     lrs, values = [], []
-    for t in range(c["out/lr_per_step"].shape[0]):
+    for t in range(steps):
         lrs.append([g["lr"] for g in opt.param_groups])
         for p in params:
             p.grad = torch.full_like(p, 0.1 * (t + 1))
         opt.step()
         sched.step()
         values.append([_np(p).copy() for p in params])
+    return np.array(lrs), np.array(values, dtype=np.float32)
+
+
+def case_poly_warmup_adamw(c: CaseData) -> list[Check]:
+    lrs, values = poly_warmup_adamw_trajectory(
+        c.f("in/base_lr"),
+        c.f("in/weight_decay"),
+        c.i("in/warmup_iter"),
+        c.i("in/max_iter"),
+        c.f("in/warmup_ratio"),
+        c.f("in/power"),
+        c["out/lr_per_step"].shape[0],
+    )
     return [
-        Check("lr_per_step", np.array(lrs), c["out/lr_per_step"], rtol=1e-6, atol=1e-12),
-        Check("params_per_step", np.array(values, dtype=np.float32), c["out/params_per_step"]),
+        Check("lr_per_step", lrs, c["out/lr_per_step"], rtol=1e-6, atol=1e-12),
+        Check("params_per_step", values, c["out/params_per_step"]),
     ]
 
 

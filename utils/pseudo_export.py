@@ -22,6 +22,7 @@ pixels is reported beside it. The paper's AFA pseudo labels score 68.7 (train) /
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,9 +34,8 @@ from tqdm import tqdm
 
 from datasets.classes import save_label_png
 from datasets.voc import CLS_LABELS_FILE, class_names, labels_for_names
-from model.cam import cam_to_label, denormalize, mask_absent_classes, multi_scale_cam
-from model.pseudo_labels import PseudoLabelSettings, propagated_label
-from model.refine import refine_cams_with_bkg
+from model.cam import cam_to_label
+from model.pseudo_labels import PseudoLabelSettings, make_targets
 from utils.data import build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.infer import build_split_dataset, load_model, scores_report
@@ -56,7 +56,7 @@ class ImagePseudoLabels(NamedTuple):
 def pseudo_labels(
     model: nn.Module, image: Tensor, cls_label: Tensor, s: PseudoLabelSettings
 ) -> ImagePseudoLabels:
-    """The three labels of one whole image.
+    """The three labels of one whole image: the training step's targets with the image as its box.
 
     Args:
         model: an ``AFANetwork`` in eval mode.
@@ -64,23 +64,9 @@ def pseudo_labels(
     """
     h, w = image.shape[-2:]
     box = torch.tensor([[0, h, 0, w]], device=image.device)
-    images01 = denormalize(image)
-    msc = multi_scale_cam(model, image, s.cam_scales, run_decoder=False)
-    valid_cam = mask_absent_classes(msc.cam, cls_label)
-    pseudo, _ = propagated_label(images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, box, s)
-    refined = refine_cams_with_bkg(
-        images01,
-        msc.cam,
-        cls_label,
-        box,
-        s.high_thre,
-        s.low_thre,
-        s.par_dilations,
-        s.par_num_iter,
-        ignore_index=s.ignore_index,
-    )
-    cam = cam_to_label(msc.cam, cls_label, s.bkg_score)
-    return ImagePseudoLabels(pseudo[0], refined[0], cam[0])
+    targets = make_targets(model, image, cls_label, box, 0, replace(s, cam_train_mode=False))
+    cam = cam_to_label(targets.cam, cls_label, s.bkg_score)
+    return ImagePseudoLabels(targets.refined_aff_label[0], targets.refined_pseudo_label[0], cam[0])
 
 
 class WithClassLabels(Dataset):
