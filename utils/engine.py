@@ -166,7 +166,7 @@ def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.Da
 
 
 def log_step(run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger, seconds: float) -> None:
-    """Losses and learning rate to the text log and TensorBoard, plus the label panel."""
+    """Losses, learning rate and mean seconds per iteration of the window to the log and TensorBoard."""
     losses = {k: v.item() for k, v in result.losses.items()}
     lrs = [g["lr"] for g in run.optimizer.param_groups]
     logger.info(
@@ -240,8 +240,8 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
     bar = tqdm(range(run.step, t.max_iters), initial=run.step, total=t.max_iters, disable=not info.is_main)
+    tic = time.perf_counter()  # start of the current logging window
     for n_iter in bar:
-        start = time.perf_counter()
         batch = {
             k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in next(data).items()
@@ -250,7 +250,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         run.step = n_iter + 1
         bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
         if run.step % t.log_iters == 0 and info.is_main:
-            log_step(run, result, batch, tb, logger, time.perf_counter() - start)
+            log_step(run, result, batch, tb, logger, (time.perf_counter() - tic) / t.log_iters)
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter
@@ -259,6 +259,8 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         if stopping:
             logger.info(f"stopping at iteration {run.step} (train.stop_iter); continue with --resume")
             break
+        if run.step % t.log_iters == 0:
+            tic = time.perf_counter()  # validation and checkpoints stay out of the s/it figure
     logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} at iteration {run.best_step}")
     tb.close()
     cleanup()
