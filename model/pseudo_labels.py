@@ -7,7 +7,7 @@ affinity labels. The gradient reaches the network only through the training forw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -200,3 +200,18 @@ def make_targets(
         aff_label,
         seg_label,
     )
+
+
+def whole_image_targets(
+    model: nn.Module, image: Tensor, cls_label: Tensor, s: PseudoLabelSettings
+) -> AFATargets:
+    """The training step's pseudo labels of one whole image (its box is the image), CAMs in eval mode.
+
+    Used to export pseudo labels and to draw them; ``model`` is expected in eval mode.
+
+    Args:
+        image: (1, 3, H, W) normalised; cls_label: (1, K) image-level labels.
+    """
+    h, w = image.shape[-2:]
+    box = torch.tensor([[0, h, 0, w]], device=image.device)
+    return make_targets(model, image, cls_label, box, 0, replace(s, cam_train_mode=False))

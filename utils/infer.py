@@ -47,6 +47,7 @@ from model.weights import load_afa_checkpoint
 from utils.crf import CRFParams, dense_crf
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
+from utils.engine import build_model
 from utils.metrics import confusion_matrix, scores_from_confusion
 from utils.visual import overlay_label, panel
 
@@ -161,8 +162,6 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device: torch.device) ->
 
     Accepts our checkpoints and the authors' ``module.``-prefixed ones (``load_afa_checkpoint``).
     """
-    from utils.engine import build_model
-
     model = build_model(OmegaConf.merge(cfg, {"backbone": {"pretrained": False}}))
     load_afa_checkpoint(model, checkpoint)
     return model.to(device).eval()

@@ -22,7 +22,6 @@ pixels is reported beside it. The paper's AFA pseudo labels score 68.7 (train) /
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,9 +34,10 @@ from tqdm import tqdm
 from datasets.classes import save_label_png
 from datasets.voc import CLS_LABELS_FILE, class_names, labels_for_names
 from model.cam import cam_to_label
-from model.pseudo_labels import PseudoLabelSettings, make_targets
+from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.data import build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
+from utils.engine import step_settings
 from utils.infer import build_split_dataset, load_model, scores_report
 from utils.metrics import confusion_matrix
 
@@ -62,9 +62,7 @@ def pseudo_labels(
         model: an ``AFANetwork`` in eval mode.
         image: (1, 3, H, W) normalised; cls_label: (1, K) image-level labels.
     """
-    h, w = image.shape[-2:]
-    box = torch.tensor([[0, h, 0, w]], device=image.device)
-    targets = make_targets(model, image, cls_label, box, 0, replace(s, cam_train_mode=False))
+    targets = whole_image_targets(model, image, cls_label, s)
     cam = cam_to_label(targets.cam, cls_label, s.bkg_score)
     return ImagePseudoLabels(targets.refined_aff_label[0], targets.refined_pseudo_label[0], cam[0])
 
@@ -120,8 +118,6 @@ def export(
     cfg: DictConfig, checkpoint: str | Path, split: str = "train", out_dir: str | Path | None = None
 ) -> dict:
     """Export the pseudo labels of ``split`` and return the report (rank 0 writes ``report.json``)."""
-    from utils.engine import step_settings
-
     configure_runtime()
     info = init_distributed(cfg.device)
     dataset, has_labels = build_split_dataset(cfg, split)

@@ -28,9 +28,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor, nn
 
-from model.cam import denormalize, mask_absent_classes, multi_scale_cam, resize
-from model.pseudo_labels import PseudoLabelSettings, propagated_label
+from model.cam import mask_absent_classes, resize
+from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.dist import resolve_device
+from utils.engine import step_settings
 from utils.infer import (
     ImageListDataset,
     build_split_dataset,
@@ -123,24 +124,20 @@ def visualize_image(
     picture = to_uint8_image(image)
     out = model(image)
     present = present_classes(cls_label, out.cls_logits)
-    msc = multi_scale_cam(model, image, s.pseudo.cam_scales, run_decoder=False)
-    valid_cam = mask_absent_classes(msc.cam, present)
-    box = torch.tensor([[0, size[0], 0, size[1]]], device=image.device)
-    label, prop = propagated_label(
-        denormalize(image), valid_cam, msc.aff_pred, msc.aff_grid, present, box, s.pseudo
-    )
+    targets = whole_image_targets(model, image, present, s.pseudo)
+    valid_cam = mask_absent_classes(targets.cam, present)
     prediction = predict_image(model, image, s.test_scales, s.resize_long).multi_scale
     pictures = {
         "panel": panel(
             [
                 picture,
                 overlay_heatmap(picture, valid_cam[0].amax(dim=0).cpu().numpy()),
-                overlay_heatmap(picture, foreground_share(prop[0])),
-                overlay_label(picture, label[0].cpu().numpy()),
+                overlay_heatmap(picture, foreground_share(targets.aff_cam[0])),
+                overlay_label(picture, targets.refined_aff_label[0].cpu().numpy()),
                 overlay_label(picture, prediction.cpu().numpy()),
             ]
         ),
-        "cams": panel([heatmap(msc.cam[0, k].cpu().numpy()) for k in present[0].nonzero()[:, 0].tolist()]),
+        "cams": panel([heatmap(targets.cam[0, k].cpu().numpy()) for k in present[0].nonzero()[:, 0]]),
     }
     grid = model.encoder.token_grid(*size)
     last = model.encoder.stage(3)[1][-1].attn
@@ -164,8 +161,6 @@ def visualize(
 ) -> list[Path]:
     """Write the pictures of split images ``ids`` (of ``split``, default ``infer.split``) and of image
     files or folders ``images``; returns the written paths."""
-    from utils.engine import step_settings
-
     device = resolve_device(cfg.device)
     model = load_model(cfg, checkpoint, device)
     s = VisualizeSettings(step_settings(cfg).pseudo, tuple(cfg.infer.scales), cfg.infer.resize_long)
