@@ -365,6 +365,9 @@ CASES: dict[str, Callable[[CaseData], list[Check]]] = {
 NOT_IMPLEMENTED = {
     "rloss_bilateral_filter": "regularised loss (spec Appendix B) not implemented yet",
     "rloss_energy_loss": "regularised loss (spec Appendix B) not implemented yet",
+    "aream_propagation": "AReAM mode (spec §8.5) not implemented yet",
+    "aream_entropy": "AReAM mode (spec §8.5) not implemented yet",
+    "aream_aff_loss": "AReAM mode (spec §8.5) not implemented yet",
 }
 
 
