@@ -7,6 +7,7 @@ The state-dict keys are the reference layout (``encoder.*``, ``decoder.*``, ``cl
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import torch
@@ -22,13 +23,14 @@ class AFAOutput(NamedTuple):
     Attributes:
         cls_logits: (B, K) image-level class logits (K = foreground classes).
         seg_logits: (B, C, H/4, W/4) segmentation logits (C = K + 1).
-        attn_logits: every encoder block's attention logits (see ``EncoderOutput``).
+        attn_logits: the encoder blocks' attention logits (see ``EncoderOutput``): the affinity head's
+            last blocks and any requested with ``logit_blocks``; ``None`` for the others.
         aff_pred: (B, N, N) predicted affinity in (0, 1), N = h16·w16 tokens of the last stage.
     """
 
     cls_logits: Tensor
     seg_logits: Tensor
-    attn_logits: list[Tensor]
+    attn_logits: list[Tensor | None]
     aff_pred: Tensor
 
 
@@ -37,11 +39,13 @@ class CAMOutput(NamedTuple):
 
     Attributes:
         cam: (B, K, h16, w16) class activation maps before ReLU, detached.
-        aff_pred: (B, N, N) predicted affinity.
+        aff_pred: (B, N, N) predicted affinity, or None when the pass was asked for no affinity.
+        attn_logits: as in ``AFAOutput``.
     """
 
     cam: Tensor
-    aff_pred: Tensor
+    aff_pred: Tensor | None
+    attn_logits: list[Tensor | None]
 
 
 def affinity_from_attention(attn_logits: list[Tensor], proj: nn.Conv2d, num_blocks: int = 2) -> Tensor:
@@ -100,28 +104,52 @@ class AFANetwork(nn.Module):
         self.attn_proj = nn.Conv2d(aff_blocks * variant.num_heads[3], 1, 1, bias=True)
         nn.init.kaiming_normal_(self.attn_proj.weight, a=math.sqrt(5), mode="fan_out")
 
-    def forward(self, x: Tensor) -> AFAOutput:
-        """x (B, 3, H, W) normalised -> AFAOutput."""
-        enc = self.encoder(x)
+    def _logit_request(self, with_affinity: bool, logit_blocks: Iterable[int]) -> set[int]:
+        """The encoder blocks whose logits a pass needs: the affinity head's and the requested."""
+        wanted = {int(i) for i in logit_blocks}
+        if with_affinity:
+            wanted |= set(range(-self.aff_blocks, 0))
+        return wanted
+
+    def forward(self, x: Tensor, logit_blocks: Iterable[int] = ()) -> AFAOutput:
+        """x (B, 3, H, W) normalised -> AFAOutput.
+
+        Args:
+            x: (B, 3, H, W) normalised.
+            logit_blocks: encoder blocks whose attention logits to return besides the affinity head's
+                (e.g. ``range(model.encoder.num_blocks)`` for per-layer supervision).
+        """
+        enc = self.encoder(x, self._logit_request(True, logit_blocks))
         seg = self.decoder(enc.features)
         cls = pooled_class_logits(enc.features[3], self.classifier, self.pooling)
         aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
         return AFAOutput(cls, seg, enc.attn_logits, aff)
 
-    def forward_cam(self, x: Tensor, run_decoder: bool = True) -> CAMOutput:
+    def forward_cam(
+        self,
+        x: Tensor,
+        run_decoder: bool = True,
+        with_affinity: bool = True,
+        logit_blocks: Iterable[int] = (),
+    ) -> CAMOutput:
         """The CAM pass (reference ``cam_only=True``).
 
         Args:
             x: (B, 3, H, W) normalised.
             run_decoder: the reference runs the decoder and discards its output; in train mode that
                 updates the BatchNorm running statistics. Keep True for fidelity; False skips the work.
+            with_affinity: compute ``aff_pred`` (the reference does at every scale; only the largest
+                scale's is used).
+            logit_blocks: further encoder blocks whose attention logits to return.
         """
-        enc = self.encoder(x)
+        enc = self.encoder(x, self._logit_request(with_affinity, logit_blocks))
         if run_decoder:
             self.decoder(enc.features)
         cam = class_activation_map(enc.features[3], self.classifier).detach()
-        aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
-        return CAMOutput(cam, aff)
+        aff = None
+        if with_affinity:
+            aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
+        return CAMOutput(cam, aff, enc.attn_logits)
 
     def param_groups(self) -> list[list[nn.Parameter]]:
         """The four optimiser groups of spec §2.6.

@@ -2,9 +2,11 @@
 
 Spec §1. The encoder is SegFormer's MiT with configurable patch-embedding strides; AFA uses
 ``[4, 2, 2, 1]`` so that stage 4 runs at output stride 16 (spec §1.3). Besides the four feature maps
-the forward returns, for every block in execution order, the raw unscaled attention logits q·kᵀ
-(spec §1.4): the affinity head needs them with gradients, and AReAM-style per-layer supervision needs
-all of them, so they are returned explicitly rather than captured with hooks.
+the forward returns the raw unscaled attention logits q·kᵀ of the blocks a caller asks for
+(spec §1.4): the affinity head needs the last two with gradients, AReAM-style per-layer supervision
+needs all of them, so they are returned explicitly rather than captured with hooks. Logits are a
+per-call request (``logit_blocks``): a block nobody asks for runs fused
+``scaled_dot_product_attention`` and never materialises its N×N map.
 
 Parameter names follow the SegFormer ImageNet checkpoints exactly (``patch_embed{i}``,
 ``block{i}.{j}``, ``norm{i}``) so that ``mit_b*.pth`` loads strictly without any key mapping.
@@ -13,6 +15,7 @@ Parameter names follow the SegFormer ImageNet checkpoints exactly (``patch_embed
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,13 +52,14 @@ class EncoderOutput(NamedTuple):
 
     Attributes:
         features: ``[c1, c2, c3, c4]``, each (B, C_i, H_i, W_i).
-        attn_logits: one map per block in execution order (stage 1 blocks first). For a block with
-            spatial reduction sr > 1 it is (B, heads, N_kv, N_kv): the unscaled logits average-pooled
-            over sr×sr query windows; for sr = 1 it is (B, heads, N, N).
+        attn_logits: one entry per block in execution order (stage 1 blocks first); ``None`` for a
+            block whose logits were not requested. For a block with spatial reduction sr > 1 it is
+            (B, heads, N_kv, N_kv): the unscaled logits average-pooled over sr×sr query windows; for
+            sr = 1 it is (B, heads, N, N).
     """
 
     features: list[Tensor]
-    attn_logits: list[Tensor]
+    attn_logits: list[Tensor | None]
 
 
 class DropPath(nn.Module):
@@ -110,20 +114,25 @@ class EfficientAttention(nn.Module):
         b, n, _ = x.shape
         return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, n, d)
 
-    def forward(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        """x (B, N, C) with N = h·w -> (out (B, N, C), attention logits, see EncoderOutput)."""
+    def forward(self, x: Tensor, h: int, w: int, need_logits: bool = True) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, C) with N = h·w -> (out (B, N, C), attention logits or None, see EncoderOutput).
+
+        Without ``need_logits`` the attention is one fused ``scaled_dot_product_attention`` call.
+        """
         b, n, c = x.shape
         q = self._split_heads(self.q(x))  # (B, nh, N, d)
         if self.sr_ratio > 1:
             grid = x.transpose(1, 2).reshape(b, c, h, w)
             x = self.norm(self.sr(grid).flatten(2).transpose(1, 2))  # (B, N_kv, C)
         k, v = (self._split_heads(t) for t in self.kv(x).chunk(2, dim=-1))  # each (B, nh, N_kv, d)
-        if self.sr_ratio == 1:
+        logits = None
+        if self.sr_ratio == 1 and need_logits:
             logits = q @ k.transpose(-2, -1)  # (B, nh, N, N)
             out = logits.mul(self.scale).softmax(dim=-1) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v)
-            logits = pooled_query_logits(q, k, h, w, self.sr_ratio)
+            if need_logits:
+                logits = pooled_query_logits(q, k, h, w, self.sr_ratio)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj(out), logits
 
@@ -186,8 +195,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
 
-    def forward(self, x: Tensor, h: int, w: int) -> tuple[Tensor, Tensor]:
-        out, logits = self.attn(self.norm1(x), h, w)
+    def forward(self, x: Tensor, h: int, w: int, need_logits: bool = True) -> tuple[Tensor, Tensor | None]:
+        out, logits = self.attn(self.norm1(x), h, w, need_logits)
         x = x + self.drop_path(out)
         x = x + self.drop_path(self.mlp(self.norm2(x), h, w))
         return x, logits
@@ -234,6 +243,11 @@ class MixVisionTransformer(nn.Module):
     def embed_dims(self) -> tuple[int, int, int, int]:
         return self.variant.embed_dims
 
+    @property
+    def num_blocks(self) -> int:
+        """Blocks over all four stages (the length of ``EncoderOutput.attn_logits``)."""
+        return sum(self.variant.depths)
+
     def stage(self, i: int) -> tuple[OverlapPatchEmbed, nn.ModuleList, nn.LayerNorm]:
         """The patch embedding, blocks and output norm of stage ``i`` (0-based)."""
         return (
@@ -250,18 +264,36 @@ class MixVisionTransformer(nn.Module):
             height, width = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
         return height, width
 
-    def forward(self, x: Tensor) -> EncoderOutput:
-        """x (B, 3, H, W) -> EncoderOutput (features at strides 4, 8, 16, 16 for strides (4,2,2,1))."""
+    def forward(self, x: Tensor, logit_blocks: Iterable[int] | None = None) -> EncoderOutput:
+        """x (B, 3, H, W) -> EncoderOutput (features at strides 4, 8, 16, 16 for strides (4,2,2,1)).
+
+        Args:
+            x: (B, 3, H, W) normalised images.
+            logit_blocks: the block indices (0-based over all stages; negative counts from the end)
+                whose attention logits to return; ``None`` returns every block's (spec §1.4).
+        """
+        wanted = self.block_indices(logit_blocks)
         features, attn_logits = [], []
         for i in range(4):
             embed, blocks, norm = self.stage(i)
             x, h, w = embed(x)
             for block in blocks:
-                x, logits = block(x, h, w)
+                x, logits = block(x, h, w, need_logits=len(attn_logits) in wanted)
                 attn_logits.append(logits)
             x = norm(x).transpose(1, 2).reshape(x.shape[0], -1, h, w)  # (B, C_i, h, w)
             features.append(x)
         return EncoderOutput(features, attn_logits)
+
+
+    def block_indices(self, logit_blocks: Iterable[int] | None) -> frozenset[int]:
+        """Non-negative block indices of a logit request (``None``: all blocks)."""
+        n = self.num_blocks
+        if logit_blocks is None:
+            return frozenset(range(n))
+        wanted = frozenset(int(i) for i in logit_blocks)
+        if any(not -n <= i < n for i in wanted):
+            raise ValueError(f"logit_blocks {sorted(wanted)} outside the encoder's {n} blocks")
+        return frozenset(i % n for i in wanted)
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -113,7 +113,7 @@ class RecordingModel(torch.nn.Module):
         n = cam.shape[-2] * cam.shape[-1]
         aff = torch.full((2 * b, n, n), float(x.shape[-2]))
         aff[b:] *= -1
-        return CAMOutput(cam, aff)
+        return CAMOutput(cam, aff, [])
 
 
 def test_multi_scale_cam_order_and_largest_scale_affinity():

@@ -119,6 +119,26 @@ def test_pooled_query_logits_average_the_full_map(h, w):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_logit_request_returns_only_the_asked_blocks_and_keeps_the_features():
+    """``logit_blocks`` is per call: asked blocks (negative from the end) carry logits, the others None
+    (fused attention); the features equal those of the all-logits forward up to float rounding."""
+    torch.manual_seed(0)
+    enc = build_mit("mit_b0").eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        full = enc(x)
+        part = enc(x, logit_blocks=(0, -1))
+        none = enc(x, logit_blocks=())
+    assert [a is not None for a in part.attn_logits] == [True] + [False] * 6 + [True]
+    assert all(a is None for a in none.attn_logits)
+    assert torch.equal(part.attn_logits[0], full.attn_logits[0])
+    torch.testing.assert_close(part.attn_logits[-1], full.attn_logits[-1], rtol=1e-4, atol=1e-5)
+    for ours, ref in zip(none.features, full.features):
+        torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="outside the encoder's 8 blocks"):
+        enc(x, logit_blocks=(8,))
+
+
 def test_drop_path_rates():
     """Spec §1.6: rate of block i (over all blocks) = 0.1·i / (Σ depths − 1); rate 0 is an Identity."""
     enc = build_mit("mit_b0")

@@ -18,6 +18,21 @@ def test_output_shapes(tiny_model):
     assert out.seg_logits.shape == (2, 5, 12, 20)
     assert out.aff_pred.shape == (2, 15, 15)
     assert len(out.attn_logits) == 5  # mit_tiny depths (1, 1, 1, 2)
+    assert [a is not None for a in out.attn_logits] == [False, False, False, True, True]
+
+
+def test_network_logit_request_adds_blocks_and_cam_pass_can_skip_affinity(tiny_model):
+    """``logit_blocks`` adds blocks to the affinity head's two; ``with_affinity=False`` asks for none
+    and leaves the CAM unchanged."""
+    model = tiny_model(num_classes=5).eval()
+    x = torch.randn(2, 3, 48, 80)
+    with torch.no_grad():
+        out = model(x, logit_blocks=range(5))
+        plain = model.forward_cam(x)
+        bare = model.forward_cam(x, with_affinity=False)
+    assert all(a is not None for a in out.attn_logits)
+    assert bare.aff_pred is None and all(a is None for a in bare.attn_logits)
+    torch.testing.assert_close(bare.cam, plain.cam, rtol=1e-5, atol=1e-6)
 
 
 def test_aff_pred_is_symmetric_and_in_open_unit_interval(golden_model):
