@@ -31,8 +31,8 @@ from datasets.voc_labels import mask_class_indices
 DEMO_CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
 DEMO_NUM_CLASSES = len(DEMO_CLASSES) + 1
 _CLASS_RGB = np.array([(205, 45, 40), (45, 165, 60), (40, 80, 210), (230, 205, 35)], dtype=np.float32)
-_SIDE_RANGE = (96, 160)
-_OBJECT_FRACTION = (0.2, 0.5)
+_SIDE_RANGE = (144, 224)
+_OBJECT_FRACTION = (0.25, 0.55)
 _MAX_OVERLAP = 0.15
 # circumradius / size: disc, square (side 0.85·size), triangle (side 1.15·size), cross (bars size × 0.4·size)
 _CIRCUMRADIUS = (0.5, 0.85 / np.sqrt(2), 1.15 / np.sqrt(3), np.sqrt(0.25 + 0.04))

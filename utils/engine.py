@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from tqdm import tqdm
 
 from datasets.voc import class_names
 from model.afa import AFANetwork
@@ -35,6 +34,7 @@ from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
 from utils.evaluate import EvalSettings, validate
 from utils.logger import TensorBoard, format_scores, setup_text_log
 from utils.optim import build_optimizer, build_scheduler
+from utils.progress import progress
 from utils.tb_images import training_panel
 from utils.train_step import StepResult, StepSettings, train_step, unwrap
 
@@ -239,7 +239,8 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     metrics: dict = {}
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
-    bar = tqdm(range(run.step, t.max_iters), initial=run.step, total=t.max_iters, disable=not info.is_main)
+    steps = range(run.step, t.max_iters)
+    bar = progress(steps, desc="train", initial=run.step, total=t.max_iters, disable=not info.is_main)
     tic = time.perf_counter()  # start of the current logging window
     for n_iter in bar:
         batch = {

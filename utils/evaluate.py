@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from model.affinity import propagate_with_bkg, radius_mask
 from model.cam import cam_to_label, multi_scale_cam, resize
 from utils.dist import all_reduce_sum
 from utils.metrics import confusion_matrix, multilabel_f1, scores_from_confusion
+from utils.progress import progress
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def validate(
     c = s.num_classes
     hist = {k: torch.zeros(c, c, dtype=torch.int64, device=device) for k in ("seg", "cam", "aff")}
     f1 = torch.zeros(2, dtype=torch.float64, device=device)  # (sum, count)
-    for batch in tqdm(loader, desc="validate", disable=not show, leave=False, dynamic_ncols=True):
+    for batch in progress(loader, desc="validate", disable=not show, leave=False, dynamic_ncols=True):
         image, label = batch["image"].to(device), batch["label"].to(device)
         cls_label = batch["cls_label"].to(device)
         pred = predict_for_validation(model, image, cls_label, s)

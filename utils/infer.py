@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from datasets.classes import IGNORE_INDEX, save_label_png
 from datasets.io import read_image
@@ -49,6 +48,7 @@ from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.engine import build_model
 from utils.metrics import confusion_matrix, scores_from_confusion
+from utils.progress import progress
 from utils.visual import overlay_label, panel
 
 MODES = ("single_scale", "multi_scale", "multi_scale_crf")
@@ -261,7 +261,7 @@ class CRFStage:
         self.pending: deque = deque()
         self.num_classes = num_classes
         self.hist = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        self.bar = tqdm(total=total, desc="crf", position=1, disable=not show, leave=False)
+        self.bar = progress(total=total, desc="crf", position=1, disable=not show, leave=False)
 
     def submit(self, job: CRFJob, gt: Tensor | None) -> None:
         self.pending.append((self.pool.apply_async(self.run, (job,)), gt))
@@ -309,7 +309,7 @@ def run_inference(
     crf = CRFStage(s.crf_params, s.crf_workers, c, len(loader), show) if s.crf else None
     count = 0
     try:
-        for batch in tqdm(loader, desc="infer", disable=not show, dynamic_ncols=True):
+        for batch in progress(loader, desc="infer", disable=not show, dynamic_ncols=True):
             pred = predict_image(model, batch["image"].to(device), s.scales, s.resize_long)
             gt = batch["label"][0] if has_labels else None
             if gt is not None:

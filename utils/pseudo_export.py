@@ -29,7 +29,6 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from datasets.classes import save_label_png
 from datasets.voc import CLS_LABELS_FILE, class_names, labels_for_names
@@ -40,6 +39,7 @@ from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distribu
 from utils.engine import step_settings
 from utils.infer import build_split_dataset, load_model, scores_report
 from utils.metrics import confusion_matrix
+from utils.progress import progress
 
 KINDS = ("pseudo", "refined", "cam")
 
@@ -102,7 +102,7 @@ def run_export(
     device = next(model.parameters()).device
     hists = {k: torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device) for k in KINDS}
     counts = torch.zeros(len(KINDS) + 2, dtype=torch.int64, device=device)
-    for batch in tqdm(loader, desc="pseudo labels", disable=not show, dynamic_ncols=True):
+    for batch in progress(loader, desc="pseudo labels", disable=not show, dynamic_ncols=True):
         image, gt = batch["image"].to(device), batch["label"][0].to(device)
         labels = pseudo_labels(model, image, batch["cls_label"].to(device), s)
         for i, kind in enumerate(KINDS):
