@@ -14,16 +14,8 @@ from PIL import Image
 from datasets.demo import write_demo_dataset
 from utils.config import load_config
 from utils.engine import build_model, step_settings
-from utils.visualize_lib import (
-    VisualizeSettings,
-    attention_of_token,
-    foreground_share,
-    mark_pixel,
-    token_index,
-    token_map_to_image,
-    unit_range,
-    visualize_image,
-)
+from utils.token_maps import attention_of_token, mark_pixel, token_index, token_map_to_image, unit_range
+from utils.visualize_lib import VisualizeSettings, foreground_share, visualize_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def model():
-    cfg = load_config(REPO / "configs/demo.yaml", ["backbone.pretrained=false"])
+    cfg = load_config(REPO / "configs/demo.yaml", ["backbone.pretrained=false", "backbone.stride=[4,2,2,1]"])
     torch.manual_seed(2)
     return build_model(cfg).eval()
 
@@ -83,9 +75,11 @@ def test_visualize_image_on_a_non_square_image(model):
     cls_label = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     pictures = visualize_image(model, x, cls_label, [(0, 0), (69, 129)], s)
     assert set(pictures) == {"panel", "cams", "pixel_0_0", "pixel_69_129"}
-    assert pictures["panel"].shape == (70, 5 * 130 + 4 * 4, 3)
-    assert pictures["cams"].shape == (70, 2 * 130 + 4, 3)  # one map per present class
-    assert pictures["pixel_69_129"].shape == (70, 3 * 130 + 2 * 4, 3)
+    # tiles enlarged 3× (70 -> 210 px, at least 192), 8 px gaps, a 24 px caption strip per row
+    height, width = pictures["panel"].shape[:2]
+    assert width == 4 * 390 + 5 * 8 and height > 2 * (24 + 210 + 8) + 8  # 7 tiles in rows of 4 + legend
+    assert pictures["cams"].shape[1] == 2 * 390 + 3 * 8  # one map per present class
+    assert pictures["pixel_69_129"].shape[1] == 3 * 390 + 4 * 8
     assert all(p.dtype == np.uint8 for p in pictures.values())
 
 
@@ -114,4 +108,4 @@ def test_cli_on_split_ids_and_image_files(model, tmp_path, subprocess_env):
         f"{n}_{k}.png" for n in ("val_0000", "photo") for k in ("panel", "cams", "pixel_5_7", "pixel_40_50")
     }
     assert {p.name for p in out.iterdir()} == expected
-    assert Image.open(out / "photo_panel.png").size == (5 * 100 + 16, 60)
+    assert Image.open(out / "photo_panel.png").size[0] == 4 * 400 + 5 * 8  # 60 px high: enlarged 4×

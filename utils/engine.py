@@ -165,8 +165,11 @@ def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.Da
     return Run(model, optimizer, scheduler, sampler), loader
 
 
-def log_step(run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger, seconds: float) -> None:
-    """Losses, learning rate and mean seconds per iteration of the window to the log and TensorBoard."""
+def log_step(
+    run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger, seconds: float, names: list[str]
+) -> None:
+    """Losses, learning rate and mean seconds per iteration of the window to the log and TensorBoard
+    (with the captioned picture of the first crop; ``names`` are the class names, background first)."""
     losses = {k: v.item() for k, v in result.losses.items()}
     lrs = [g["lr"] for g in run.optimizer.param_groups]
     logger.info(
@@ -180,7 +183,8 @@ def log_step(run: Run, result: StepResult, batch: dict, tb: TensorBoard, logger,
     tb.scalars(
         {"train/lr_backbone": lrs[0], "train/lr_head": lrs[2], "train/sec_per_iter": seconds}, run.step
     )
-    tb.image("train/panel", training_panel(batch, result), run.step)
+    if tb.writer is not None:
+        tb.image("train/panel", training_panel(batch, result, unwrap(run.model), names), run.step)
 
 
 def evaluate_and_keep_best(
@@ -239,6 +243,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     metrics: dict = {}
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
+    names = class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes)
     steps = range(run.step, t.max_iters)
     bar = progress(steps, desc="train", initial=run.step, total=t.max_iters, disable=not info.is_main)
     tic = time.perf_counter()  # start of the current logging window
@@ -251,7 +256,8 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         run.step = n_iter + 1
         bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
         if run.step % t.log_iters == 0 and info.is_main:
-            log_step(run, result, batch, tb, logger, (time.perf_counter() - tic) / t.log_iters)
+            seconds = (time.perf_counter() - tic) / t.log_iters
+            log_step(run, result, batch, tb, logger, seconds, names)
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter

@@ -42,3 +42,10 @@ def panel(pictures: list[np.ndarray], gap: int = 4) -> np.ndarray:
             raise ValueError("panel pictures must share the same height")
         parts.extend([spacer, pic] if i else [pic])
     return np.concatenate(parts, axis=1)
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> the same picture in grey (luma), still (H, W, 3) uint8, so that colours
+    drawn over it stand out."""
+    luma = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(luma.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)

@@ -2,14 +2,20 @@
 
 Per image (at its own size, eval mode, batch 1):
 
-- ``<id>_panel.png``: image | CAM (maximum over the present classes) | propagated CAM (the AFA
-  random walk with the high background score, before PAR: the largest foreground channel over the
-  channel sum, since each column of the walk sums to a little less than 1, by varying amounts) |
-  AFA pseudo label | multi-scale flip prediction (``infer.scales``, ``infer.resize_long``).
-- ``<id>_cams.png``: one CAM heat map per present class.
+- ``<id>_panel.png``: captioned tiles, image | CAM (maximum over the present classes) | propagated CAM
+  (the AFA random walk with the high background score, before PAR: the largest foreground channel
+  over the channel sum, since each column of the walk sums to a little less than 1, by varying
+  amounts) | refined label (PAR-refined CAM label) | AFA label (propagated, PAR-refined, low/high
+  combined) | multi-scale flip prediction (``infer.scales``, ``infer.resize_long``) | attention of
+  pixel (r, c) (the first ``--pixel``, else the CAM's peak), over a legend of the classes' colours
+  with the dataset's names and the heat-map scale.
+- ``<id>_cams.png``: one captioned CAM heat map per present class.
 - ``<id>_pixel_<row>_<col>.png`` for each chosen pixel: image with the pixel marked | the attention
   of that pixel's stage-4 token | its learned affinity (row of ``aff_pred``), each upsampled over the
   image and min-max scaled.
+
+Small images are enlarged (by an integer factor, to at least 192 px high) so that the pictures read
+on a screen; the layout is in utils/figure.py.
 
 The attention shown is the one the **last encoder block** (stage 4, no spatial reduction) applies:
 softmax over keys of q·kᵀ·d^-½ for the query token, averaged over heads. The affinity comes from the
@@ -28,10 +34,12 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor, nn
 
-from model.cam import mask_absent_classes, resize
+from datasets.voc import class_names
+from model.cam import mask_absent_classes
 from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.dist import resolve_device
 from utils.engine import step_settings
+from utils.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
 from utils.infer import (
     ImageListDataset,
     build_split_dataset,
@@ -40,7 +48,14 @@ from utils.infer import (
     predict_image,
     to_uint8_image,
 )
-from utils.visual import heatmap, overlay_heatmap, overlay_label, panel
+from utils.token_maps import (
+    attention_of_token,
+    cam_peak,
+    mark_pixel,
+    token_index,
+    token_map_to_image,
+)
+from utils.visual import grey, heatmap, overlay_heatmap, overlay_label
 
 
 @dataclass(frozen=True)
@@ -48,33 +63,8 @@ class VisualizeSettings:
     pseudo: PseudoLabelSettings
     test_scales: tuple[float, ...] = (1.0, 0.5, 0.75)
     resize_long: int | None = 512
-
-
-def token_index(row: int, col: int, size: tuple[int, int], grid: tuple[int, int]) -> int:
-    """Flat index of the token of ``grid`` (h, w) covering pixel (row, col) of an image of ``size`` (H, W)."""
-    (height, width), (h, w) = size, grid
-    if not (0 <= row < height and 0 <= col < width):
-        raise ValueError(f"pixel ({row}, {col}) lies outside the {height}×{width} image")
-    return min(row * h // height, h - 1) * w + min(col * w // width, w - 1)
-
-
-def attention_of_token(attn_logits: Tensor, scale: float, index: int) -> Tensor:
-    """Head-mean attention of one query token over all keys.
-
-    Args:
-        attn_logits: (1, nh, N, N) unscaled q·kᵀ logits of a block without spatial reduction.
-        scale: the block's d^-½.
-
-    Returns:
-        (N,), summing to 1.
-    """
-    return torch.softmax(attn_logits[0, :, index].float() * scale, dim=-1).mean(dim=0)
-
-
-def unit_range(values: Tensor) -> np.ndarray:
-    """Min-max scaling of a map to [0, 1] (a constant map becomes 0), as a numpy array."""
-    values = values.detach().float() - values.min()
-    return (values / values.max().clamp(min=1e-12)).cpu().numpy()
+    class_names: tuple[str, ...] = ()  # background first; "class <i>" where missing
+    columns: int = 4  # tiles per row of the panel
 
 
 def foreground_share(propagated: Tensor) -> np.ndarray:
@@ -82,23 +72,6 @@ def foreground_share(propagated: Tensor) -> np.ndarray:
     channel sum, in [0, 1]: the walk's per-pixel scale removed, the argmax unchanged."""
     share = propagated[1:].amax(dim=0) / propagated.sum(dim=0).clamp(min=1e-12)
     return share.clamp(0, 1).cpu().numpy()
-
-
-def token_map_to_image(values: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """(N,) token values -> (H, W) float in [0, 1]: bilinear upsampling, then min-max scaling."""
-    return unit_range(resize(values.detach().float().view(1, 1, *grid), size)[0, 0])
-
-
-def mark_pixel(picture: np.ndarray, row: int, col: int, arm: int = 6) -> np.ndarray:
-    """A white cross with a black outline centred on (row, col) of an (H, W, 3) uint8 picture."""
-    out = picture.copy()
-    h, w = out.shape[:2]
-    for colour, half in (((0, 0, 0), 1), ((255, 255, 255), 0)):
-        r0, r1 = max(row - half, 0), min(row + half + 1, h)
-        c0, c1 = max(col - half, 0), min(col + half + 1, w)
-        out[max(row - arm, 0) : min(row + arm + 1, h), c0:c1] = colour
-        out[r0:r1, max(col - arm, 0) : min(col + arm + 1, w)] = colour
-    return out
 
 
 def present_classes(cls_label: Tensor | None, cls_logits: Tensor) -> Tensor:
@@ -109,6 +82,20 @@ def present_classes(cls_label: Tensor | None, cls_logits: Tensor) -> Tensor:
     if present.sum() == 0:
         present[0, cls_logits[0].argmax()] = 1.0
     return present
+
+
+def pixel_attention(
+    model: nn.Module, attn_logits: Tensor, pixel: tuple[int, int], size: tuple[int, int]
+) -> Tensor:
+    """(N,) head-mean attention of the last encoder block for the token under ``pixel`` of an image of
+    ``size``; ``attn_logits`` (1, nh, N, N) are that block's logits."""
+    grid = model.encoder.token_grid(*size)
+    last = model.encoder.stage(3)[1][-1].attn
+    return attention_of_token(attn_logits, last.scale, token_index(*pixel, size, grid))
+
+
+def name_of(names: tuple[str, ...], label_id: int) -> str:
+    return names[label_id] if label_id < len(names) else f"class {label_id}"
 
 
 @torch.no_grad()
@@ -125,28 +112,45 @@ def visualize_image(
     out = model(image)
     present = present_classes(cls_label, out.cls_logits)
     targets = whole_image_targets(model, image, present, s.pseudo)
-    valid_cam = mask_absent_classes(targets.cam, present)
-    prediction = predict_image(model, image, s.test_scales, s.resize_long).multi_scale
-    pictures = {
-        "panel": panel(
-            [
-                picture,
-                overlay_heatmap(picture, valid_cam[0].amax(dim=0).cpu().numpy()),
-                overlay_heatmap(picture, foreground_share(targets.aff_cam[0])),
-                overlay_label(picture, targets.refined_aff_label[0].cpu().numpy()),
-                overlay_label(picture, prediction.cpu().numpy()),
-            ]
-        ),
-        "cams": panel([heatmap(targets.cam[0, k].cpu().numpy()) for k in present[0].nonzero()[:, 0]]),
-    }
+    cam = mask_absent_classes(targets.cam, present)[0].amax(dim=0)
+    prediction = predict_image(model, image, s.test_scales, s.resize_long).multi_scale.cpu().numpy()
     grid = model.encoder.token_grid(*size)
-    last = model.encoder.stage(3)[1][-1].attn
+    labels = [targets.refined_pseudo_label[0].cpu().numpy(), targets.refined_aff_label[0].cpu().numpy()]
+    row, col = pixels[0] if pixels else cam_peak(cam)
+    attention = token_map_to_image(pixel_attention(model, out.attn_logits[-1], (row, col), size), grid, size)
+    flat = grey(picture)
+    tiles = [
+        Tile("image", picture),
+        Tile("CAM", overlay_heatmap(flat, cam.cpu().numpy())),
+        Tile("propagated CAM", overlay_heatmap(flat, foreground_share(targets.aff_cam[0]))),
+        Tile("refined label", overlay_label(flat, labels[0], LABEL_ALPHA)),
+        Tile("AFA label", overlay_label(flat, labels[1], LABEL_ALPHA)),
+        Tile("prediction", overlay_label(flat, prediction, LABEL_ALPHA)),
+        Tile(f"attention of pixel ({row}, {col})", mark_pixel(overlay_heatmap(flat, attention), row, col)),
+    ]
+    legend = class_legend(present_label_ids([*labels, prediction]), list(s.class_names))
+    present_ids = present[0].nonzero()[:, 0].tolist()
+    cams = [
+        Tile(f"CAM: {name_of(s.class_names, k + 1)}", heatmap(targets.cam[0, k].cpu().numpy()))
+        for k in present_ids
+    ]
+    pictures = {
+        "panel": captioned_grid(tiles, legend, columns=s.columns),
+        "cams": captioned_grid(cams, [], heat_caption="CAM"),
+    }
     for row, col in pixels:
+        attention = pixel_attention(model, out.attn_logits[-1], (row, col), size)
         index = token_index(row, col, size, grid)
-        attention = token_map_to_image(attention_of_token(out.attn_logits[-1], last.scale, index), grid, size)
-        affinity = token_map_to_image(out.aff_pred[0, index], grid, size)
-        maps = [overlay_heatmap(picture, attention), overlay_heatmap(picture, affinity)]
-        pictures[f"pixel_{row}_{col}"] = panel([mark_pixel(p, row, col) for p in [picture, *maps]])
+        maps = [
+            token_map_to_image(attention, grid, size),
+            token_map_to_image(out.aff_pred[0, index], grid, size),
+        ]
+        pixel_tiles = [
+            Tile(f"pixel ({row}, {col})", mark_pixel(picture, row, col)),
+            Tile("attention (last block)", mark_pixel(overlay_heatmap(picture, maps[0]), row, col)),
+            Tile("learned affinity", mark_pixel(overlay_heatmap(picture, maps[1]), row, col)),
+        ]
+        pictures[f"pixel_{row}_{col}"] = captioned_grid(pixel_tiles, [])
     return pictures
 
 
@@ -163,7 +167,8 @@ def visualize(
     files or folders ``images``; returns the written paths."""
     device = resolve_device(cfg.device)
     model = load_model(cfg, checkpoint, device)
-    s = VisualizeSettings(step_settings(cfg).pseudo, tuple(cfg.infer.scales), cfg.infer.resize_long)
+    names = tuple(class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes))
+    s = VisualizeSettings(step_settings(cfg).pseudo, tuple(cfg.infer.scales), cfg.infer.resize_long, names)
     items = []
     if ids:
         dataset, has_labels = build_split_dataset(cfg, split or cfg.infer.split)
