@@ -2,7 +2,7 @@
 
 Four foreground classes that differ in both shape and colour family: red-ish discs, green-ish
 squares, blue-ish triangles and yellow-ish crosses (num_classes 5 with background). Each image
-(sides 96..160 px, not square) shows 1-4 objects of 1-3 classes, each sized 20-50 % of the shorter
+(sides 144..224 px, not square) shows 1-4 objects of 1-3 classes, each sized 25-55 % of the shorter
 side and covering at most 15 % of itself and of every earlier object, with per-object colour jitter
 and a striped, noisy texture, on a cluttered low-saturation background (stripes, blobs, noise).
 Masks are palette PNGs with a 2-3 px void (255) band on every object boundary, like VOC. Images are

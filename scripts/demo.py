@@ -6,7 +6,11 @@
 2. scores the untrained network (same seed, same initial weights as the run);
 3. trains with the shared engine (``train_voc.py`` does exactly this);
 4. runs ``infer_seg`` (multi-scale flip inference) with the final checkpoint on the val split;
-5. prints untrained vs trained classification F1 and CAM, affinity and segmentation mIoU.
+5. prints untrained vs trained classification F1 and CAM, affinity and segmentation mIoU, the
+   validation history (CAM vs affinity-propagated CAM over training), and whether the run shows what
+   AFA claims: the propagated CAM above the CAM, the final segmentation within a point of the best.
+
+``scripts/demo_seeds.py`` runs this for several seeds and tabulates the result.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from omegaconf import OmegaConf
 from datasets.demo import write_demo_dataset
 from utils.config import load_config
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
+from utils.demo_report import history_table, validation_history, verdict, verdict_lines
 from utils.dist import configure_runtime
 from utils.engine import build_model, eval_settings, train
 from utils.evaluate import validate
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     after = train(cfg)
     inference = run_inference(cfg)
     print("\n" + report(before, after, inference))
+    history = validation_history(Path(cfg.work_dir.dir) / "train.log")
+    print("\nvalidation during training (val, %):\n" + history_table(history))
+    print("\n" + verdict_lines(verdict(history)))
     print(f"\ndemo finished in {(time.perf_counter() - start) / 60:.1f} min; outputs in {cfg.work_dir.dir}/")
     return 0
 
