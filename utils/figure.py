@@ -117,6 +117,20 @@ def legend_strip(
     return np.asarray(canvas)
 
 
+def fit_caption(
+    draw: ImageDraw.ImageDraw, text: str, width: int, size: int, smallest: int = 11
+) -> tuple[str, ImageFont.FreeTypeFont]:
+    """The caption and font that fit ``width`` px: the font shrinks from ``size`` to ``smallest``,
+    then the text is shortened with an ellipsis."""
+    for pt in range(size, smallest - 1, -1):
+        if _text_width(draw, text, font(pt)) <= width:
+            return text, font(pt)
+    face = font(smallest)
+    while _text_width(draw, text, face) > width and len(text) > 4:
+        text = text[:-2] + "…"
+    return text, face
+
+
 def captioned_grid(
     tiles: list[Tile],
     legend: list[tuple[str, tuple[int, int, int]]] | None = None,
@@ -137,7 +151,7 @@ def captioned_grid(
     factor = max(1, -(-min_height // h))
     th, tw = h * factor, w * factor
     columns = min(columns or len(tiles), len(tiles))
-    typeface, gap = font(size), max(4, size // 2)
+    gap = max(4, size // 2)
     caption_h = int(size * 1.5)
     rows = -(-len(tiles) // columns)
     width = columns * tw + (columns + 1) * gap
@@ -146,10 +160,8 @@ def captioned_grid(
     for i, tile in enumerate(tiles):
         x = gap + (i % columns) * (tw + gap)
         y = gap + (i // columns) * (caption_h + th + gap)
-        text = tile.caption
-        while _text_width(draw, text, typeface) > tw and len(text) > 4:
-            text = text[:-2] + "…"
-        draw.text((x, y), text, fill=(0, 0, 0), font=typeface)
+        text, face = fit_caption(draw, tile.caption, tw, size)
+        draw.text((x, y), text, fill=(0, 0, 0), font=face)
         canvas.paste(Image.fromarray(enlarge(tile.image, factor)), (x, y + caption_h))
     picture = np.asarray(canvas)
     if legend is None:
