@@ -10,8 +10,9 @@ JPEG quality 95.
 
 Written under ``out_dir``: ``JPEGImages/<id>.jpg``, ``SegmentationClassAug/<id>.png``,
 ``train.txt``, ``train_aug.txt`` (= train), ``val.txt``, ``cls_labels.txt`` (classes present in
-the final mask) and ``class_names.txt``. Every image comes from its own generator seeded with
-(seed, split, index), so the same seed gives byte-identical files.
+the final mask), ``class_names.txt`` and ``demo_version.txt`` (:data:`DEMO_DATA_VERSION`, so that a
+set written by an older generator is recognised and replaced). Every image comes from its own
+generator seeded with (seed, split, index), so the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from datasets.voc_labels import mask_class_indices
 
 DEMO_CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
 DEMO_NUM_CLASSES = len(DEMO_CLASSES) + 1
+DEMO_DATA_VERSION = "2: sides 144-224 px, objects 25-55 % of the shorter side"  # 1: 96-160 px, 20-50 %
+DEMO_VERSION_FILE = "demo_version.txt"
 _CLASS_RGB = np.array([(205, 45, 40), (45, 165, 60), (40, 80, 210), (230, 205, 35)], dtype=np.float32)
 _SIDE_RANGE = (144, 224)
 _OBJECT_FRACTION = (0.25, 0.55)
@@ -209,4 +212,5 @@ def write_demo_dataset(
     header = "image_id followed by the indices (0-3: disc, square, triangle, cross) of the classes present"
     write_cls_labels(out_dir / CLS_LABELS_FILE, labels, header)
     (out_dir / CLASS_NAMES_FILE).write_text("\n".join(["background", *DEMO_CLASSES]) + "\n")
+    (out_dir / DEMO_VERSION_FILE).write_text(DEMO_DATA_VERSION + "\n")
     return DemoSummary(num_train, num_val, num_objects, time.perf_counter() - start)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from datasets.demo import write_demo_dataset
+from datasets.demo import DEMO_DATA_VERSION, DEMO_VERSION_FILE, write_demo_dataset
 from utils.config import load_config
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.demo_report import history_table, validation_history, verdict, verdict_lines
@@ -34,10 +34,13 @@ from utils.infer import infer
 
 
 def ensure_data(root: Path) -> None:
-    """Generate the demo set once (deterministic; an existing complete set is reused)."""
-    if (root / "val.txt").is_file() and (root / "cls_labels.txt").is_file():
-        print(f"using the demo data in {root}")
-        return
+    """Generate the demo set once (deterministic; a complete set of this generator version is reused,
+    one of an older version is regenerated in place)."""
+    version = root / DEMO_VERSION_FILE
+    if version.is_file() and version.read_text().strip() == DEMO_DATA_VERSION:
+        if (root / "val.txt").is_file() and (root / "cls_labels.txt").is_file():
+            print(f"using the demo data in {root}")
+            return
     summary = write_demo_dataset(root)
     print(f"generated {summary}")
 

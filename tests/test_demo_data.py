@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.demo import DEMO_CLASSES, DEMO_NUM_CLASSES, write_demo_dataset
+from datasets.demo import DEMO_CLASSES, DEMO_DATA_VERSION, DEMO_NUM_CLASSES, write_demo_dataset
 from datasets.io import read_image, read_label
 from datasets.voc import VOCClsDataset, VOCSegDataset, class_names, read_cls_labels, read_name_list
 
@@ -33,7 +33,7 @@ def test_same_seed_same_bytes(tmp_path, demo):
     write_demo_dataset(second, num_train=6, num_val=3, seed=0)
     write_demo_dataset(other, num_train=6, num_val=3, seed=1)
     files = _files(first)
-    assert len(files) == 2 * 9 + 5 and files == _files(second)
+    assert len(files) == 2 * 9 + 6 and files == _files(second)
     assert files["JPEGImages/train_0000.jpg"] != _files(other)["JPEGImages/train_0000.jpg"]
     # per-image generators: the first images do not depend on how many are generated
     for name in ("JPEGImages/train_0005.jpg", "SegmentationClassAug/val_0002.png"):
@@ -44,6 +44,7 @@ def test_layout_and_lists(demo):
     train, val = read_name_list(demo, "train"), read_name_list(demo, "val")
     assert len(train) == 240 and len(val) == 60 and read_name_list(demo, "train_aug") == train
     assert class_names(demo, DEMO_NUM_CLASSES) == ["background", *DEMO_CLASSES]
+    assert (demo / "demo_version.txt").read_text() == DEMO_DATA_VERSION + "\n"
     labels = read_cls_labels(demo / "cls_labels.txt", DEMO_NUM_CLASSES)
     assert set(labels) == set(train) | set(val)
 
