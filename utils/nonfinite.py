@@ -38,7 +38,7 @@ def nonfinite_error(
     n_iter: int, losses: dict[str, Tensor], names: Sequence[str] | None
 ) -> NonFiniteLossError:
     """The error of iteration ``n_iter`` (0-based), naming the unweighted terms and the batch's ids."""
-    terms = ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items())
+    terms = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items())
     ids = ", ".join(names) if names else "unknown"
     return NonFiniteLossError(
         f"non-finite loss at iteration {n_iter}: {terms}; images {ids}",
