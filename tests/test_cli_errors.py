@@ -91,8 +91,10 @@ def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(monkeypatch
 def test_worker_traceback_is_reduced_to_the_original_message():
     """What torch's DataLoader re-raises from a worker: the exception type with the worker traceback."""
     wrapped = MissingFileError(
-        "Caught MissingFileError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-        '  File "x.py", line 1, in f\nutils.errors.MissingFileError: image file not found: /d/JPEGImages/a.jpg'
+        "Caught MissingFileError in DataLoader worker process 0.\n"
+        "Original Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n'
+        "utils.errors.MissingFileError: image file not found: /d/JPEGImages/a.jpg"
     )
     assert error_lines(wrapped) == ["error: image file not found: /d/JPEGImages/a.jpg"]
 
@@ -116,7 +118,8 @@ def test_command_line_error_is_one_line_with_exit_2_and_debug_gives_the_tracebac
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 2 and "train.max_iter" in lines[0] and "did you mean train.max_iters" in lines[1]
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    assert "invalid config key 'train.max_iter'" in lines[0] and "max_iters" in done.stderr
     debug = subprocess.run(
         command,
         cwd=REPO,

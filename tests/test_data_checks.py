@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import runpy
 import shutil
 from pathlib import Path
 
@@ -154,3 +156,22 @@ def test_image_and_mask_of_different_sizes(root):
     Image.open(mask).resize((7, 5)).save(mask)
     with pytest.raises(DataError, match=f"label {mask} is \\(5, 7\\)"):
         check_split(VOCSegDataset(root, root, "val", num_classes=5), with_labels=True)
+
+
+def test_make_coco_masks_without_split_names_the_split_val(tmp_path, capsys):
+    """``instances_val2017.json`` gives ``val.txt`` (the split name configs use), and says so."""
+    coco_mini = REPO.parent / "shared" / "data" / "real" / "coco_mini"
+    real = json.loads((coco_mini / "annotations" / "instances_val2017.json").read_text())
+    image = real["images"][0]
+    (tmp_path / "images").mkdir()
+    shutil.copy(coco_mini / "val2017" / image["file_name"], tmp_path / "images")
+    small = {"images": [image], "annotations": [], "categories": real["categories"]}
+    (tmp_path / "instances_val2017.json").write_text(json.dumps(small))
+    main = runpy.run_path(str(REPO / "scripts" / "make_coco_masks.py"), run_name="make_coco_masks")["main"]
+    main(
+        ["--annotations", str(tmp_path / "instances_val2017.json"), "--images", str(tmp_path / "images")]
+        + ["--out", str(tmp_path / "out")]
+    )
+    assert (tmp_path / "out" / "val.txt").read_text().split() == [Path(image["file_name"]).stem]
+    assert not (tmp_path / "out" / "val2017.txt").exists()
+    assert "split val (from " in capsys.readouterr().out

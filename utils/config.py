@@ -184,7 +184,11 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         first_line = str(err).splitlines()[0]
-        hint = _suggestion(key) if "not in" in first_line or "Key '" in first_line else None
+        hint = None
+        if "Did you mean" in first_line:  # OmegaConf's own suggestion
+            hint = "all keys, with their sources: utils/config.py"
+        elif "not in" in first_line:
+            hint = _suggestion(key)
         raise ConfigError(f"{source}: invalid config key '{key}': {first_line}", hint=hint) from None
 
 
