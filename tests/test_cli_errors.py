@@ -115,7 +115,7 @@ def test_user_errors_survive_a_dataloader_worker(tmp_path):
 
 def test_command_line_error_is_one_line_with_exit_2_and_debug_gives_the_traceback(subprocess_env):
     command = [sys.executable, "train_voc.py", "--config", "configs/demo.yaml", "train.max_iter=5"]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, env=subprocess_env)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=subprocess_env)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
@@ -125,7 +125,7 @@ def test_command_line_error_is_one_line_with_exit_2_and_debug_gives_the_tracebac
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env=dict(subprocess_env, AFA_DEBUG="1"),
     )
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
