@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from utils.cli import add_debug_flag, run
 from utils.dist import configure_runtime
 from utils.golden import case_files, run_case
 
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="*", default=None, help="case file stems to run")
     parser.add_argument("--verbose", action="store_true", help="one line per compared output")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     configure_runtime()
     files = case_files(args.directory)
@@ -75,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

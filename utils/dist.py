@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from utils.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,14 +35,23 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → the local GPU when CUDA is available, else the CPU; ``cuda`` → this rank's GPU."""
+    """``auto`` → the local GPU when CUDA is available, else the CPU; ``cuda`` → this rank's GPU.
+
+    Raises:
+        ConfigError: a device name other than auto/cpu/cuda/cuda:N, or a GPU that is not there.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"device={name!r} is not a device", hint="use device=auto, cpu, cuda or cuda:N")
+    device = torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index >= count:
+            found = f"{count} GPU(s) found" if count else "CUDA is not available"
+            raise ConfigError(
+                f"device={name!r} (GPU {device.index}) requested but {found}", hint="use device=cpu"
+            )
     return device
 
 

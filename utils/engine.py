@@ -7,6 +7,7 @@ with DDP; with ``resume=True`` it continues from ``checkpoints/last.pt`` exactly
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from model.afa import AFANetwork
 from model.pseudo_labels import PseudoLabelSettings
 from model.weights import load_mit_pretrained
 from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
-from utils.config import save_config
+from utils.config import save_config, training_warnings
 from utils.data import (
     SeededShardSampler,
     build_eval_dataset,
@@ -32,11 +33,14 @@ from utils.data import (
     shard_indices,
 )
 from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
+from utils.errors import ConfigError, notice
 from utils.evaluate import EvalSettings, validate
 from utils.logger import TensorBoard, format_scores, setup_text_log
+from utils.nonfinite import NonFiniteGuard
 from utils.optim import build_optimizer, build_scheduler
 from utils.tb_images import training_panel
 from utils.train_step import StepResult, StepSettings, train_step, unwrap
+from utils.workdir import check_work_dir, clear_checkpoints
 
 
 def build_model(cfg: DictConfig) -> AFANetwork:
@@ -155,7 +159,7 @@ def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.Da
     )
     scheduler = build_scheduler(optimizer, s.warmup_iter, cfg.train.max_iters, s.warmup_ratio, s.power)
     if cfg.train.batch_size % info.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by {info.world_size} processes"
         )
     dataset = build_train_dataset(cfg)
@@ -219,16 +223,22 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
     configure_runtime()
     info = init_distributed(cfg.device)
-    work = Path(cfg.work_dir.dir)
-    logger = setup_text_log(work / "train.log", info.is_main)
-    tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
-    if info.is_main:
-        save_config(cfg, work / "config.yaml")
+    warnings = training_warnings(cfg) + check_work_dir(cfg, resume)  # nothing is written before these
     run, loader = setup_run(cfg, info)
     if resume:
         restore(run, ckpt_dir(cfg) / "last.pt")
-        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
     val_set = build_eval_dataset(cfg, cfg.val.split)
+    work = Path(cfg.work_dir.dir)  # the run is sure to start: now the work directory is written
+    logger = setup_text_log(work / "train.log", info.is_main)
+    tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
+    if info.is_main:
+        for line in warnings:
+            notice(line)
+        if cfg.train.overwrite and not resume and clear_checkpoints(cfg):
+            logger.info(f"train.overwrite=true: deleted the old checkpoints of {ckpt_dir(cfg)}")
+        save_config(cfg, work / "config.yaml")
+    if resume:
+        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
     val_loader = build_eval_loader(
         val_set,
         shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),
@@ -239,6 +249,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     metrics: dict = {}
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
+    guard = NonFiniteGuard(t.skip_nonfinite, t.max_nonfinite_in_a_row)
     bar = tqdm(range(run.step, t.max_iters), initial=run.step, total=t.max_iters, disable=not info.is_main)
     tic = time.perf_counter()  # start of the current logging window
     for n_iter in bar:
@@ -246,10 +257,15 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
             k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in next(data).items()
         }
-        result = train_step(run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
+        step = functools.partial(train_step, run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
+        result = guard.step(step, run.scheduler)
         run.step = n_iter + 1
-        bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
-        if run.step % t.log_iters == 0 and info.is_main:
+        if result is None:
+            logger.warning(f"skipped step ({guard.skipped} so far, train.skip_nonfinite): {guard.last}")
+            tb.scalars({"train/nonfinite_skips": guard.skipped}, run.step)
+        else:
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
+        if result is not None and run.step % t.log_iters == 0 and info.is_main:
             log_step(run, result, batch, tb, logger, (time.perf_counter() - tic) / t.log_iters)
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
@@ -261,24 +277,33 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
             break
         if run.step % t.log_iters == 0:
             tic = time.perf_counter()  # validation and checkpoints stay out of the s/it figure
-    logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} at iteration {run.best_step}")
+    if run.best_step < 0:
+        logger.info(f"done at iteration {run.step}: no validation ran yet (train.eval_iters), no best.pt")
+    else:
+        logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} % at iteration {run.best_step}")
+    if guard.skipped:
+        logger.info(f"{guard.skipped} non-finite step(s) skipped (train.skip_nonfinite)")
     tb.close()
     cleanup()
     return metrics
 
 
 def parse_args(argv: list[str] | None, default_config: str) -> tuple[str, bool, list[str]]:
-    """``--config FILE [--resume] [key=value ...]``: everything else is a config key."""
+    """``--config FILE``, ``--resume`` and ``key=value`` overrides, in any order."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Train AFA (Ru et al., CVPR 2022).")
+    from utils.cli import add_debug_flag, split_overrides
+
+    parser = argparse.ArgumentParser(
+        description="Train AFA (Ru et al., CVPR 2022).", epilog="other arguments: key=value config overrides"
+    )
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument(
         "--resume", action="store_true", help="continue from <work_dir.dir>/checkpoints/last.pt"
     )
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset.root_dir=/data/VOC2012")
-    args = parser.parse_args(argv)
-    return args.config, args.resume, args.overrides
+    add_debug_flag(parser)
+    args, overrides = split_overrides(parser, argv)
+    return args.config, args.resume, overrides
 
 
 def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml") -> dict:
@@ -287,3 +312,10 @@ def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml"
 
     config, resume, overrides = parse_args(argv, default_config)
     return train(load_config(config, overrides), resume=resume)
+
+
+def cli(default_config: str) -> int:
+    """``main`` behind ``utils.cli.run``: one-line errors and an exit status."""
+    from utils.cli import run
+
+    return run(lambda argv: main(argv, default_config))

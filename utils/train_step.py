@@ -16,6 +16,7 @@ from model.afa import AFAOutput
 from model.cam import maybe_autocast, resize
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
+from utils.nonfinite import all_finite, nonfinite_error
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,12 @@ def train_step(
     """One full iteration: losses, backward, optimiser and scheduler step.
 
     Raises:
-        FloatingPointError: if the total loss is not finite (names the offending terms).
+        NonFiniteLossError: (a FloatingPointError) before any update if the total loss is not finite on
+            any process; names the iteration, the terms and the batch's image ids.
     """
     result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter, settings)
-    if not torch.isfinite(result.total):
-        bad = {k: float(v) for k, v in result.losses.items()}
-        raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
+    if not all_finite(result.total):
+        raise nonfinite_error(n_iter, result.losses, batch.get("name"))
     # step
     optimizer.zero_grad(set_to_none=True)
     result.total.backward()

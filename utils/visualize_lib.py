@@ -32,6 +32,7 @@ from model.cam import mask_absent_classes, resize
 from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.dist import resolve_device
 from utils.engine import step_settings
+from utils.errors import DataError
 from utils.infer import (
     ImageListDataset,
     build_split_dataset,
@@ -41,6 +42,7 @@ from utils.infer import (
     to_uint8_image,
 )
 from utils.visual import heatmap, overlay_heatmap, overlay_label, panel
+from utils.workdir import ensure_writable
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,7 @@ def visualize(
 ) -> list[Path]:
     """Write the pictures of split images ``ids`` (of ``split``, default ``infer.split``) and of image
     files or folders ``images``; returns the written paths."""
+    ensure_writable(out_dir, "--out")
     device = resolve_device(cfg.device)
     model = load_model(cfg, checkpoint, device)
     s = VisualizeSettings(step_settings(cfg).pseudo, tuple(cfg.infer.scales), cfg.infer.resize_long)
@@ -169,7 +172,7 @@ def visualize(
         dataset, has_labels = build_split_dataset(cfg, split or cfg.infer.split)
         unknown = [i for i in ids if i not in dataset.names]
         if unknown:
-            raise KeyError(f"image id {unknown[0]!r} is not in split {split or cfg.infer.split}")
+            raise DataError(f"image id {unknown[0]!r} is not in split {split or cfg.infer.split}")
         items += [(dataset[dataset.names.index(i)], has_labels) for i in ids]
     if images:
         paths = [
