@@ -219,6 +219,34 @@ def minmax_per_class(cam: Tensor, eps: float = 1e-6) -> Tensor:
     return cam / (cam.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
+# --------------------------------------------------------------------------- diagnostics (Eq. 5, 6)
+
+
+def hellinger_distances(attn: Tensor) -> Tensor:
+    """Eq. 6 between every pair of rows: H(a_i, a_j) = (1/√2)·‖√a_i − √a_j‖₂.
+
+    Computed as √(½(Σ_k a_ik + Σ_k a_jk) − Σ_k √(a_ik·a_jk)) in float64 (one matrix product; the
+    row sums are kept exact rather than taken as 1, so small distances do not drown in rounding).
+
+    Args:
+        attn: (B, N, M) row-stochastic attention.
+
+    Returns:
+        (B, N, N) in [0, 1], zero on the diagonal.
+    """
+    attn = attn.double().clamp(min=0)
+    root = attn.sqrt()
+    coefficient = torch.bmm(root, root.transpose(1, 2))  # Bhattacharyya coefficients
+    mass = attn.sum(dim=-1)  # (B, N)
+    return (0.5 * (mass[:, :, None] + mass[:, None, :]) - coefficient).clamp(min=0).sqrt()
+
+
+def mean_hellinger(attn: Tensor) -> Tensor:
+    """Mean Eq. 6 distance over all pairs of distinct rows (the paper's Fig. 4b). (B, N, M) -> (B,)."""
+    n = attn.shape[1]
+    return hellinger_distances(attn).sum(dim=(1, 2)) / max(n * (n - 1), 1)
+
+
 # --------------------------------------------------------------------------- entropy (Eq. 8)
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     skipped = f"{record['skipped']} without a class skipped"
     print(f"{record['num_images']} images of {split} ({skipped}) -> {args.out}")
     for i, (bits, e) in enumerate(zip(record["entropy_bits"], record["normalised"])):
-        print(f"  block {i}: {bits:8.4f} bits  normalised {e:.4f}")
+        print(f"  block {i}: {bits:10.6f} bits  normalised {e:.4f}")
 
 
 if __name__ == "__main__":
