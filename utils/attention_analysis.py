@@ -163,6 +163,7 @@ def plot(out: Path, blocks: list[dict], others: list[dict]) -> list[Path]:
         if name == "cam_miou.png":
             for r, style in zip(others, ("--", ":")):
                 ax.axhline(r["cam_miou"], linestyle=style, color="gray", label=f"{r['layer']} (cam_miou)")
+        ax.set_xticks(x)
         ax.set_xlabel("encoder block")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
