@@ -90,6 +90,18 @@ class AfaConfig:
 
 
 @dataclass
+class AReAMConfig:
+    """Optional AReAM mode (S002, spec §8.5): per-layer affinity supervision weighted by entropy."""
+
+    enabled: bool = False  # off: AFA exactly
+    layer_index: int | None = None  # first supervised ("deep") block; default: the first stage-4 block
+    entropy_file: str | None = None  # scripts/layer_entropy.py output; None: uniform "agg." weights
+    mode: str = "add"  # add: AFA's head and loss stay, Eq. 16 added | replace: Eq. 9 label and Eq. 16 only
+    grid_conversion: str = "expand"  # 1/32-grid maps: expand (attention to 1/16) | reduce (CAM to 1/32)
+    loss_weight: float = 0.1  # weight of Eq. 16 (the authors' 0.1 affinity weight)
+
+
+@dataclass
 class LossConfig:
     cls: float = 1.0
     seg: float = 0.1
@@ -144,6 +156,7 @@ class Config:
     cam: CamConfig = field(default_factory=CamConfig)
     par: ParConfig = field(default_factory=ParConfig)
     afa: AfaConfig = field(default_factory=AfaConfig)
+    aream: AReAMConfig = field(default_factory=AReAMConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     val: ValConfig = field(default_factory=ValConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -242,6 +255,7 @@ def validate(cfg: DictConfig) -> None:
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (len(cfg.backbone.stride) == 4, "backbone.stride needs 4 entries"),
         (cfg.cam.low_thre < cfg.cam.high_thre, "cam.low_thre must be below cam.high_thre"),
+<<<<<<< HEAD
         (
             DEVICE_PATTERN.match(cfg.device) is not None,
             f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N",
@@ -262,6 +276,11 @@ def validate(cfg: DictConfig) -> None:
             len(cfg.cam.scales) > 0 and len(cfg.infer.scales) > 0,
             "cam.scales and infer.scales must not be empty",
         ),
+=======
+        (cfg.train.cam_iters < cfg.train.max_iters, "train.cam_iters must be below train.max_iters"),
+        (cfg.aream.mode in ("add", "replace"), "aream.mode must be 'add' or 'replace'"),
+        (cfg.aream.grid_conversion in ("expand", "reduce"), "aream.grid_conversion: 'expand' or 'reduce'"),
+>>>>>>> issue-12
     ]
     for ok, message in checks:
         if not ok:

@@ -22,6 +22,7 @@ from datasets.voc import class_names
 from model.afa import AFANetwork
 from model.pseudo_labels import PseudoLabelSettings
 from model.weights import load_mit_pretrained
+from utils.aream_step import aream_settings
 from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
 from utils.config import save_config, training_warnings
 from utils.data import (
@@ -78,7 +79,12 @@ def step_settings(cfg: DictConfig) -> StepSettings:
     )
     amp = torch.bfloat16 if cfg.train.amp == "bf16" else None
     weights = {"cls": cfg.loss.cls, "seg": cfg.loss.seg, "aff": cfg.loss.aff}
-    return StepSettings(pseudo=pseudo, cam_iters=cfg.train.cam_iters, loss_weights=weights, amp_dtype=amp)
+    aream = aream_settings(cfg)
+    if aream is not None:
+        weights = aream.loss_weights(weights)
+    return StepSettings(
+        pseudo=pseudo, cam_iters=cfg.train.cam_iters, loss_weights=weights, amp_dtype=amp, aream=aream
+    )
 
 
 def eval_settings(cfg: DictConfig) -> EvalSettings:
