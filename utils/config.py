@@ -255,7 +255,6 @@ def validate(cfg: DictConfig) -> None:
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (len(cfg.backbone.stride) == 4, "backbone.stride needs 4 entries"),
         (cfg.cam.low_thre < cfg.cam.high_thre, "cam.low_thre must be below cam.high_thre"),
-<<<<<<< HEAD
         (
             DEVICE_PATTERN.match(cfg.device) is not None,
             f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N",
@@ -276,11 +275,8 @@ def validate(cfg: DictConfig) -> None:
             len(cfg.cam.scales) > 0 and len(cfg.infer.scales) > 0,
             "cam.scales and infer.scales must not be empty",
         ),
-=======
-        (cfg.train.cam_iters < cfg.train.max_iters, "train.cam_iters must be below train.max_iters"),
         (cfg.aream.mode in ("add", "replace"), "aream.mode must be 'add' or 'replace'"),
         (cfg.aream.grid_conversion in ("expand", "reduce"), "aream.grid_conversion: 'expand' or 'reduce'"),
->>>>>>> issue-12
     ]
     for ok, message in checks:
         if not ok:
