@@ -55,7 +55,7 @@ class TrainConfig:
     stop_iter: int | None = None  # end the process after this many iterations (time limits); --resume goes on
     seed: int = 1  # reference setup_seed(1)
     amp: str = "none"  # none | bf16 (not the reference)
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    deterministic: bool = False  # deterministic CUDA kernels where they exist (dist.set_deterministic)
 
 
 @dataclass
@@ -143,7 +143,8 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     work_dir: WorkDirConfig = field(default_factory=WorkDirConfig)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each rank uses its local rank's GPU)
+    dist_timeout_s: float = 900.0  # rendezvous and collectives: a dead or stuck rank fails the job
 
 
 class ConfigError(ValueError):

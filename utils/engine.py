@@ -7,7 +7,6 @@ with DDP; with ``resume=True`` it continues from ``checkpoints/last.pt`` exactly
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +14,21 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm import tqdm
 
 from datasets.voc import class_names
 from model.afa import AFANetwork
 from model.pseudo_labels import PseudoLabelSettings
 from model.weights import load_mit_pretrained
-from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
+from utils.checkpoint import (
+    copy_atomic,
+    find_resume_checkpoint,
+    gather_rng_states,
+    remove_stale_temporaries,
+    restore_rank_rng,
+    save_atomic,
+)
 from utils.config import save_config
 from utils.data import (
     SeededShardSampler,
@@ -31,7 +38,7 @@ from utils.data import (
     build_train_loader,
     shard_indices,
 )
-from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
+from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed, set_deterministic
 from utils.evaluate import EvalSettings, validate
 from utils.logger import TensorBoard, format_scores, setup_text_log
 from utils.optim import build_optimizer, build_scheduler
@@ -98,7 +105,8 @@ class Run:
     best_step: int = -1
 
 
-def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
+def checkpoint_state(run: Run, cfg: DictConfig, rng: list[dict]) -> dict:
+    """What ``restore`` reads back; ``rng`` holds every rank's generator states (``gather_rng_states``)."""
     return {
         "model": unwrap(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -108,20 +116,27 @@ def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
         "batch_in_epoch": run.batch_in_epoch,
         "best_miou": run.best_miou,
         "best_step": run.best_step,
-        "rng": rng_states(),
+        "rng": rng,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
 
 
-def restore(run: Run, path: Path) -> None:
-    """Load a ``checkpoint_state`` file into ``run``: weights, optimiser, RNG states, data position."""
-    state = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
+def restore(run: Run, directory: Path, info: DistInfo) -> Path:
+    """Load the newest intact checkpoint of ``directory`` into ``run``; returns its path.
+
+    Weights, optimiser, schedule, data position, and this rank's own RNG states. ``last.pt`` unless
+    it is torn or missing, then the newest intact ``iter_<n>.pt`` (logged as a warning).
+    """
+    if info.is_main:
+        remove_stale_temporaries(directory)  # left by a process killed while writing
+    path, state = find_resume_checkpoint(directory)  # loaded on the CPU, as RNG states must be
     unwrap(run.model).load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
     run.best_miou, run.best_step = state["best_miou"], state["best_step"]
-    set_rng_states(state["rng"])
+    restore_rank_rng(state["rng"], info.rank, info.world_size, info.device)
+    return path
 
 
 def batches(run: Run, loader: torch.utils.data.DataLoader):
@@ -196,10 +211,11 @@ def evaluate_and_keep_best(
         logger.info(format_scores(key, metrics[key], names if key == "seg" else None))
         tb.scalars({f"val/{key}_miou": 100 * metrics[key]["miou"]}, run.step)
     tb.scalars({"val/cls_f1": metrics["cls_f1"]}, run.step)
-    if metrics["seg"]["miou"] > run.best_miou:
+    if metrics["seg"]["miou"] > run.best_miou:  # the same on every rank (all-reduced metrics)
         run.best_miou, run.best_step = metrics["seg"]["miou"], run.step
+        rng = gather_rng_states(info.device)  # a collective: every rank
         if info.is_main:
-            save_atomic(checkpoint_state(run, cfg), ckpt_dir(cfg) / "best.pt")
+            save_atomic(checkpoint_state(run, cfg, rng), ckpt_dir(cfg) / "best.pt")
     return metrics
 
 
@@ -207,18 +223,19 @@ def ckpt_dir(cfg: DictConfig) -> Path:
     return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 
-def save_checkpoints(run: Run, cfg: DictConfig, periodic: bool) -> None:
-    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic``."""
+def save_checkpoints(run: Run, cfg: DictConfig, rng: list[dict], periodic: bool) -> None:
+    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic`` (both atomic)."""
     last = ckpt_dir(cfg) / "last.pt"
-    save_atomic(checkpoint_state(run, cfg), last)
+    save_atomic(checkpoint_state(run, cfg, rng), last)
     if periodic:
-        shutil.copyfile(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
+        copy_atomic(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
 
 
 def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
     configure_runtime()
-    info = init_distributed(cfg.device)
+    set_deterministic(cfg.train.deterministic)
+    info = init_distributed(cfg.device, cfg.dist_timeout_s)
     work = Path(cfg.work_dir.dir)
     logger = setup_text_log(work / "train.log", info.is_main)
     tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
@@ -226,8 +243,8 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         save_config(cfg, work / "config.yaml")
     run, loader = setup_run(cfg, info)
     if resume:
-        restore(run, ckpt_dir(cfg) / "last.pt")
-        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
+        path = restore(run, ckpt_dir(cfg), info)
+        logger.info(f"resumed from {path} at iteration {run.step}")
     val_set = build_eval_dataset(cfg, cfg.val.split)
     val_loader = build_eval_loader(
         val_set,
@@ -254,8 +271,10 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter
-        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping):
-            save_checkpoints(run, cfg, periodic=run.step % ckpt_iters == 0)
+        if run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping:
+            rng = gather_rng_states(info.device)  # a collective: every rank
+            if info.is_main:
+                save_checkpoints(run, cfg, rng, periodic=run.step % ckpt_iters == 0)
         if stopping:
             logger.info(f"stopping at iteration {run.step} (train.stop_iter); continue with --resume")
             break
@@ -274,13 +293,16 @@ def parse_args(argv: list[str] | None, default_config: str) -> tuple[str, bool, 
     parser = argparse.ArgumentParser(description="Train AFA (Ru et al., CVPR 2022).")
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from <work_dir.dir>/checkpoints/last.pt"
+        "--resume",
+        action="store_true",
+        help="continue from <work_dir.dir>/checkpoints/last.pt (or the newest intact iter_<n>.pt)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset.root_dir=/data/VOC2012")
     args = parser.parse_args(argv)
     return args.config, args.resume, args.overrides
 
 
+@record  # under torchrun, a failing rank's traceback is reported as the job's root cause
 def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml") -> dict:
     """Command-line entry shared by ``train_voc.py`` and ``train_coco.py``."""
     from utils.config import load_config
