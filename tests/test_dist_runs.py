@@ -55,7 +55,14 @@ def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
 
 def train_cmd(nproc: int, root: Path, work: Path, *flags: str, **extra) -> list[str]:
     launcher = TORCHRUN if nproc == 2 else [sys.executable]
-    return [*launcher, "train_voc.py", "--config", "configs/demo.yaml", *flags, *overrides(root, work, **extra)]
+    return [
+        *launcher,
+        "train_voc.py",
+        "--config",
+        "configs/demo.yaml",
+        *flags,
+        *overrides(root, work, **extra),
+    ]
 
 
 def test_a_failing_rank_ends_every_rank_with_its_error(demo_root, tmp_path):

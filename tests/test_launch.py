@@ -18,11 +18,12 @@ def test_bash_syntax(script):
 
 
 def _stub_bin(tmp_path: Path) -> Path:
-    """srun runs its command; scontrol names one host; torchrun and python print their arguments."""
+    """srun prints its flags to stderr and runs its command; scontrol names one host; torchrun and python print their arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stubs = {
-        "srun": '#!/usr/bin/env bash\necho "srun $*" >&2\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n',
+        "srun": '#!/usr/bin/env bash\necho "srun $*" >&2\n'
+        + 'while [[ "$1" == --* ]]; do shift; done\nexec "$@"\n',
         "scontrol": "#!/usr/bin/env bash\necho node001\n",
         "torchrun": '#!/usr/bin/env bash\necho "torchrun $*"\n',
         "python": '#!/usr/bin/env bash\necho "python $*"\n',

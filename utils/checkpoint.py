@@ -162,6 +162,4 @@ def find_resume_checkpoint(directory: str | Path) -> tuple[Path, dict[str, Any]]
         if problems:
             LOG.warning(f"resuming from {path} because " + "; ".join(problems))
         return path, state
-    raise FileNotFoundError(
-        f"no intact checkpoint to resume from in {directory}: " + "; ".join(problems)
-    )
+    raise FileNotFoundError(f"no intact checkpoint to resume from in {directory}: " + "; ".join(problems))
