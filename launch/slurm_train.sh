@@ -15,6 +15,7 @@
 #   WORK_DIR       work_dir.dir (checkpoints, logs)            [work_dir_$DATASET]
 #   AUTO_RESUME    1: pass --resume when WORK_DIR/checkpoints/ holds last.pt or an iter_<n>.pt [1]
 #   VENV           virtual environment to activate             [.venv]
+#   MASTER_ADDR    rendezvous host                             [the job's first node]
 #   MASTER_PORT    rendezvous port                             [10000 + SLURM_JOB_ID mod 20000]
 #
 # A requeued job (scontrol requeue, preemption, node failure) reruns this script with
@@ -43,7 +44,7 @@ WORK_DIR=${WORK_DIR:-work_dir_${DATASET}}
 AUTO_RESUME=${AUTO_RESUME:-1}
 VENV=${VENV:-.venv}
 MASTER_PORT=${MASTER_PORT:-$((10000 + ${SLURM_JOB_ID:-19500} % 20000))}
-MASTER_ADDR=$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)
+MASTER_ADDR=${MASTER_ADDR:-$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)}
 
 if [ -f "${VENV}/bin/activate" ]; then
     # shellcheck disable=SC1091

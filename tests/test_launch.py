@@ -18,7 +18,8 @@ def test_bash_syntax(script):
 
 
 def _stub_bin(tmp_path: Path) -> Path:
-    """srun prints its flags to stderr and runs its command; scontrol names one host; torchrun and python print their arguments."""
+    """srun prints its flags (stderr) and runs its command; scontrol names one host; torchrun and
+    python print their arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stubs = {
