@@ -76,7 +76,7 @@ def test_a_failing_rank_ends_every_rank_with_its_error(demo_root, tmp_path):
     bad = root / "JPEGImages" / f"{names[index]}.jpg"
     bad.write_bytes(b"not a jpeg")
     start = time.perf_counter()
-    done = run(train_cmd(2, root, tmp_path / "work"), timeout=180)  # a hang fails here
+    done = run(train_cmd(2, root, tmp_path / "work"))  # a hang fails here (300 s)
     seconds = time.perf_counter() - start
     out = done.stdout + done.stderr
     assert done.returncode != 0, out[-3000:]
@@ -143,8 +143,8 @@ def test_each_rank_gets_back_its_own_random_streams(tmp_path):
     """Ranks whose streams diverged restore their own states, not rank 0's."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    done = run([*TORCHRUN, str(script), str(tmp_path / "rng.pt")], timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run([*TORCHRUN, str(script), str(tmp_path / "rng.pt")])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     assert len(lines) == 2, done.stdout
     draws = [line.split(" expected ")[1].split(" got ") for line in lines]
