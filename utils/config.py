@@ -59,7 +59,7 @@ class TrainConfig:
     stop_iter: int | None = None  # end the process after this many iterations (time limits); --resume goes on
     seed: int = 1  # reference setup_seed(1)
     amp: str = "none"  # none | bf16 (not the reference)
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    deterministic: bool = False  # deterministic CUDA kernels where they exist (dist.set_deterministic)
     overwrite: bool = False  # train into a work dir that holds checkpoints, deleting them (not --resume)
     skip_nonfinite: bool = False  # skip (count) a step whose total loss is not finite instead of stopping
     max_nonfinite_in_a_row: int = 10  # with skip_nonfinite: stop after this many skipped steps in a row
@@ -163,7 +163,8 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     work_dir: WorkDirConfig = field(default_factory=WorkDirConfig)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each rank uses its local rank's GPU)
+    dist_timeout_s: float = 900.0  # rendezvous and collectives: a dead or stuck rank fails the job
 
 
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -8,7 +8,6 @@ with DDP; with ``resume=True`` it continues from ``checkpoints/last.pt`` exactly
 from __future__ import annotations
 
 import functools
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
 from tqdm import tqdm
 
 from datasets.voc import class_names
@@ -23,7 +23,14 @@ from model.afa import AFANetwork
 from model.pseudo_labels import PseudoLabelSettings
 from model.weights import load_mit_pretrained
 from utils.aream_step import aream_settings
-from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
+from utils.checkpoint import (
+    copy_atomic,
+    find_resume_checkpoint,
+    gather_rng_states,
+    remove_stale_temporaries,
+    restore_rank_rng,
+    save_atomic,
+)
 from utils.config import save_config, training_warnings
 from utils.data import (
     SeededShardSampler,
@@ -33,7 +40,7 @@ from utils.data import (
     build_train_loader,
     shard_indices,
 )
-from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
+from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed, set_deterministic
 from utils.errors import ConfigError, notice
 from utils.evaluate import EvalSettings, validate
 from utils.logger import TensorBoard, format_scores, setup_text_log
@@ -108,7 +115,8 @@ class Run:
     best_step: int = -1
 
 
-def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
+def checkpoint_state(run: Run, cfg: DictConfig, rng: list[dict]) -> dict:
+    """What ``restore`` reads back; ``rng`` holds every rank's generator states (``gather_rng_states``)."""
     return {
         "model": unwrap(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -118,20 +126,27 @@ def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
         "batch_in_epoch": run.batch_in_epoch,
         "best_miou": run.best_miou,
         "best_step": run.best_step,
-        "rng": rng_states(),
+        "rng": rng,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
 
 
-def restore(run: Run, path: Path) -> None:
-    """Load a ``checkpoint_state`` file into ``run``: weights, optimiser, RNG states, data position."""
-    state = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
+def restore(run: Run, directory: Path, info: DistInfo) -> Path:
+    """Load the newest intact checkpoint of ``directory`` into ``run``; returns its path.
+
+    Weights, optimiser, schedule, data position, and this rank's own RNG states. ``last.pt`` unless
+    it is torn or missing, then the newest intact ``iter_<n>.pt`` (logged as a warning).
+    """
+    if info.is_main:
+        remove_stale_temporaries(directory)  # left by a process killed while writing
+    path, state = find_resume_checkpoint(directory)  # loaded on the CPU, as RNG states must be
     unwrap(run.model).load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
     run.best_miou, run.best_step = state["best_miou"], state["best_step"]
-    set_rng_states(state["rng"])
+    restore_rank_rng(state["rng"], info.rank, info.world_size, info.device)
+    return path
 
 
 def batches(run: Run, loader: torch.utils.data.DataLoader):
@@ -206,10 +221,11 @@ def evaluate_and_keep_best(
         logger.info(format_scores(key, metrics[key], names if key == "seg" else None))
         tb.scalars({f"val/{key}_miou": 100 * metrics[key]["miou"]}, run.step)
     tb.scalars({"val/cls_f1": metrics["cls_f1"]}, run.step)
-    if metrics["seg"]["miou"] > run.best_miou:
+    if metrics["seg"]["miou"] > run.best_miou:  # the same on every rank (all-reduced metrics)
         run.best_miou, run.best_step = metrics["seg"]["miou"], run.step
+        rng = gather_rng_states(info.device)  # a collective: every rank
         if info.is_main:
-            save_atomic(checkpoint_state(run, cfg), ckpt_dir(cfg) / "best.pt")
+            save_atomic(checkpoint_state(run, cfg, rng), ckpt_dir(cfg) / "best.pt")
     return metrics
 
 
@@ -217,22 +233,22 @@ def ckpt_dir(cfg: DictConfig) -> Path:
     return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 
-def save_checkpoints(run: Run, cfg: DictConfig, periodic: bool) -> None:
-    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic``."""
+def save_checkpoints(run: Run, cfg: DictConfig, rng: list[dict], periodic: bool) -> None:
+    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic`` (both atomic)."""
     last = ckpt_dir(cfg) / "last.pt"
-    save_atomic(checkpoint_state(run, cfg), last)
+    save_atomic(checkpoint_state(run, cfg, rng), last)
     if periodic:
-        shutil.copyfile(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
+        copy_atomic(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
 
 
 def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
     configure_runtime()
-    info = init_distributed(cfg.device)
+    set_deterministic(cfg.train.deterministic)
+    info = init_distributed(cfg.device, cfg.dist_timeout_s)
     warnings = training_warnings(cfg) + check_work_dir(cfg, resume)  # nothing is written before these
     run, loader = setup_run(cfg, info)
-    if resume:
-        restore(run, ckpt_dir(cfg) / "last.pt")
+    resumed_from = restore(run, ckpt_dir(cfg), info) if resume else None
     val_set = build_eval_dataset(cfg, cfg.val.split)
     work = Path(cfg.work_dir.dir)  # the run is sure to start: now the work directory is written
     logger = setup_text_log(work / "train.log", info.is_main)
@@ -243,8 +259,10 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         if cfg.train.overwrite and not resume and clear_checkpoints(cfg):
             logger.info(f"train.overwrite=true: deleted the old checkpoints of {ckpt_dir(cfg)}")
         save_config(cfg, work / "config.yaml")
-    if resume:
-        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
+    if resumed_from is not None:
+        logger.info(f"resumed from {resumed_from} at iteration {run.step}")
+        if resumed_from.name != "last.pt":
+            logger.warning(f"last.pt was torn or missing: resumed from the older {resumed_from.name}")
     val_loader = build_eval_loader(
         val_set,
         shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),
@@ -276,8 +294,10 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter
-        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping):
-            save_checkpoints(run, cfg, periodic=run.step % ckpt_iters == 0)
+        if run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping:
+            rng = gather_rng_states(info.device)  # a collective: every rank
+            if info.is_main:
+                save_checkpoints(run, cfg, rng, periodic=run.step % ckpt_iters == 0)
         if stopping:
             logger.info(f"stopping at iteration {run.step} (train.stop_iter); continue with --resume")
             break
@@ -305,13 +325,16 @@ def parse_args(argv: list[str] | None, default_config: str) -> tuple[str, bool, 
     )
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from <work_dir.dir>/checkpoints/last.pt"
+        "--resume",
+        action="store_true",
+        help="continue from <work_dir.dir>/checkpoints/last.pt (or the newest intact iter_<n>.pt)",
     )
     add_debug_flag(parser)
     args, overrides = split_overrides(parser, argv)
     return args.config, args.resume, overrides
 
 
+@record  # under torchrun, a failing rank's traceback is reported as the job's root cause
 def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml") -> dict:
     """Command-line entry shared by ``train_voc.py`` and ``train_coco.py``."""
     from utils.config import load_config

@@ -78,8 +78,9 @@ class Check:
 class CaseData:
     """A case's arrays plus the lazily built network of its directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, device: str | torch.device = "cpu") -> None:
         self.path = path
+        self.device = torch.device(device)
         with np.load(path) as data:
             self.arrays = {k: data[k] for k in data.files}
 
@@ -87,7 +88,7 @@ class CaseData:
         return self.arrays[key]
 
     def t(self, key: str) -> Tensor:
-        return torch.from_numpy(np.array(self.arrays[key]))
+        return torch.from_numpy(np.array(self.arrays[key])).to(self.device)
 
     def f(self, key: str) -> float:
         return float(self.arrays[key])
@@ -107,7 +108,7 @@ class CaseData:
             raise FileNotFoundError(
                 f"{self.path.name} needs {state} (the network the case was computed with)"
             )
-        return build_from_golden_state(state).eval()
+        return build_from_golden_state(state).eval().to(self.device)
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -383,7 +384,7 @@ def case_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.npz") if p.name != "model_state.npz")
 
 
-def run_case(path: Path) -> list[Check]:
+def run_case(path: Path, device: str | torch.device = "cpu") -> list[Check]:
     """Run one case file; raises KeyError for an unknown case and NotImplementedError for a pending one."""
     kind = case_kind(path)
     if kind is None:
@@ -391,4 +392,4 @@ def run_case(path: Path) -> list[Check]:
     if kind in NOT_IMPLEMENTED:
         raise NotImplementedError(NOT_IMPLEMENTED[kind])
     torch.manual_seed(0)
-    return CASES[kind](CaseData(path))
+    return CASES[kind](CaseData(path, device))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import find_resume_checkpoint
 from utils.checkpoint_config import NETWORK_KEYS, config_differences, saved_config
 from utils.config import schema_keys
 from utils.errors import UserError, WorkDirError
@@ -42,7 +42,8 @@ def check_work_dir(cfg: DictConfig, resume: bool) -> list[str]:
 
     Raises:
         WorkDirError: checkpoints present without ``--resume``/``train.overwrite``; ``--resume``
-            without ``last.pt``; ``--resume`` with other network keys (all of them named).
+            without a checkpoint; ``--resume`` with other network keys (all of them named).
+        MissingFileError: ``--resume`` where no checkpoint is intact.
     """
     ensure_writable(cfg.work_dir.dir, "work_dir.dir")
     found = existing_checkpoints(cfg)
@@ -55,14 +56,14 @@ def check_work_dir(cfg: DictConfig, resume: bool) -> list[str]:
                 "(deletes them), or choose another work_dir.dir",
             )
         return []
-    last = checkpoint_dir(cfg) / "last.pt"
-    if not last.is_file():
+    if not found:
         raise WorkDirError(
-            f"--resume: no checkpoint {last}", hint="check work_dir.dir, or train without --resume"
+            f"--resume: no checkpoint in {checkpoint_dir(cfg)}",
+            hint="check work_dir.dir, or train without --resume",
         )
-    state = load_checkpoint(last)
+    path, state = find_resume_checkpoint(checkpoint_dir(cfg))  # last.pt, or the newest intact iter_<n>.pt
     saved = saved_config(state)
-    return [] if saved is None else resume_warnings(saved, cfg, last, int(state.get("step", 0)))
+    return [] if saved is None else resume_warnings(saved, cfg, path, int(state.get("step", 0)))
 
 
 def resume_warnings(saved: DictConfig, cfg: DictConfig, path: Path, step: int = 0) -> list[str]:
