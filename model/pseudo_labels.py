@@ -29,6 +29,7 @@ from model.refine import (
     refine_cams_with_bkg,
     refine_cams_with_cls_label,
 )
+from utils.profiling import region
 
 
 @dataclass(frozen=True)
@@ -116,14 +117,15 @@ def propagated_label(
         resize(propagate_with_bkg(cams, cam_aff, mask, cls_label, bkg), (h, w))
         for bkg in (s.low_thre, s.high_thre)
     ]
-    both = refine_cams_with_cls_label(
-        images01,
-        torch.cat(rws, dim=1),
-        torch.cat([labels, labels], dim=1),
-        img_box,
-        s.par_dilations,
-        s.par_num_iter,
-    )
+    with region("par"):
+        both = refine_cams_with_cls_label(
+            images01,
+            torch.cat(rws, dim=1),
+            torch.cat([labels, labels], dim=1),
+            img_box,
+            s.par_dilations,
+            s.par_num_iter,
+        )
     low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
     label = combine_high_low(high, low, s.ignore_index)
     return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
@@ -165,30 +167,34 @@ def make_targets(
     """
     h, w = x.shape[-2:]
     images01 = denormalize(x)
-    msc = cam_passes(model, x, s, amp_dtype)
-    valid_cam, pseudo_label = cam_to_pseudo_label(
-        msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
-    )
-    refined_aff_label, aff_cam = propagated_label(
-        images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s
-    )
-    refined_pseudo_label = refine_cams_with_bkg(
-        images01,
-        msc.cam,
-        cls_label,
-        img_box,
-        s.high_thre,
-        s.low_thre,
-        s.par_dilations,
-        s.par_num_iter,
-        ignore_index=s.ignore_index,
-    )
-    use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
-    aff_source = refined_aff_label if use_aff else refined_pseudo_label
-    grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
-    aff_label = affinity_labels(
-        aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
-    )
+    with region("cam"):
+        msc = cam_passes(model, x, s, amp_dtype)
+    with region("propagation"):
+        valid_cam, pseudo_label = cam_to_pseudo_label(
+            msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
+        )
+        refined_aff_label, aff_cam = propagated_label(
+            images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s
+        )
+    with region("par"):
+        refined_pseudo_label = refine_cams_with_bkg(
+            images01,
+            msc.cam,
+            cls_label,
+            img_box,
+            s.high_thre,
+            s.low_thre,
+            s.par_dilations,
+            s.par_num_iter,
+            ignore_index=s.ignore_index,
+        )
+    with region("propagation"):
+        use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
+        aff_source = refined_aff_label if use_aff else refined_pseudo_label
+        grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
+        aff_label = affinity_labels(
+            aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
+        )
     seg_label = refined_pseudo_label if n_iter <= s.seg_switch_iter else refined_aff_label
     return AFATargets(
         msc.cam,

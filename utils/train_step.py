@@ -16,6 +16,7 @@ from model.afa import AFAOutput
 from model.cam import maybe_autocast, resize
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
+from utils.profiling import region
 
 
 @dataclass(frozen=True)
@@ -74,19 +75,20 @@ def forward_losses(
         n_iter: 0-based iteration.
     """
     # forward
-    with maybe_autocast(x.device, settings.amp_dtype):
+    with region("forward_backward"), maybe_autocast(x.device, settings.amp_dtype):
         output = model(x)
     # pseudo labels (no grad)
     targets = make_targets(unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype)
     # losses
-    seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
-    losses = {
-        "cls": classification_loss(output.cls_logits.float(), cls_label),
-        "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
-        "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
-    }
-    weights = phase_weights(n_iter, settings)
-    total = sum(weights[k] * losses[k] for k in losses)
+    with region("losses"):
+        seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
+        losses = {
+            "cls": classification_loss(output.cls_logits.float(), cls_label),
+            "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
+            "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
+        }
+        weights = phase_weights(n_iter, settings)
+        total = sum(weights[k] * losses[k] for k in losses)
     return StepResult(losses, weights, total, output, targets)
 
 
@@ -109,7 +111,9 @@ def train_step(
         raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
     # step
     optimizer.zero_grad(set_to_none=True)
-    result.total.backward()
-    optimizer.step()
-    scheduler.step()
+    with region("forward_backward"):
+        result.total.backward()
+    with region("optimizer"):
+        optimizer.step()
+        scheduler.step()
     return result
