@@ -25,6 +25,7 @@ from model.cam import (
 from model.par import DEFAULT_DILATIONS
 from model.refine import (
     combine_high_low,
+    downscaled_image_affinity,
     foreground_with_background,
     refine_cams_with_bkg,
     refine_cams_with_cls_label,
@@ -98,12 +99,14 @@ def propagated_label(
     cls_label: Tensor,
     img_box: Tensor,
     s: PseudoLabelSettings,
+    image_affinity: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """AFA's label: random walk with low and high background, PAR in the box, combined (spec §5.5).
 
     Args:
         images01: (B, 3, H, W); valid_cam: (B, K, H, W).
         cam_aff: (B, N', N') affinity on the (h', w') token grid ``aff_grid``.
+        image_affinity: PAR's kernel of the whole half-size crops (``downscaled_image_affinity``).
 
     Returns:
         The label (B, H, W) int64 with ``ignore_index`` where uncertain or outside the box, and the
@@ -125,6 +128,7 @@ def propagated_label(
             img_box,
             s.par_dilations,
             s.par_num_iter,
+            image_affinity=image_affinity,
         )
     low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
     label = combine_high_low(high, low, s.ignore_index)
@@ -173,8 +177,11 @@ def make_targets(
         valid_cam, pseudo_label = cam_to_pseudo_label(
             msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
         )
+    with region("par"):
+        image_affinity = downscaled_image_affinity(images01, s.par_dilations)
+    with region("propagation"):
         refined_aff_label, aff_cam = propagated_label(
-            images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s
+            images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s, image_affinity
         )
     with region("par"):
         refined_pseudo_label = refine_cams_with_bkg(
@@ -187,6 +194,7 @@ def make_targets(
             s.par_dilations,
             s.par_num_iter,
             ignore_index=s.ignore_index,
+            image_affinity=image_affinity,
         )
     with region("propagation"):
         use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter

@@ -116,26 +116,33 @@ def random_batch(batch: int, crop: int, num_classes: int, device: torch.device, 
 
 
 def timed_loop(fn: Callable[[], object], iters: int, warmup: int, device: torch.device) -> dict:
-    """Run ``fn`` warmup + iters times; seconds per call (median), all timings and stage medians."""
+    """Run ``fn`` warmup + iters times; seconds per call (median), all timings and stage medians.
+
+    ``cpu_sec_per_iter`` is the median process CPU time per call: on a shared CPU with one thread it
+    is the steadier figure for before/after comparisons (wall time includes waiting for the cores).
+    """
     for _ in range(warmup):
         fn()
     synchronize(device)
     reset_peak_memory(device)
-    times, stages = [], []
+    times, cpu_times, stages = [], [], []
     with record_regions(device) as rec:
         for _ in range(iters):
             rec.reset()
             synchronize(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
             stages.append(dict(rec.seconds))
     names = list(STAGES) + sorted({k for s in stages for k in s} - set(STAGES))
     breakdown = {k: statistics.median(s.get(k, 0.0) for s in stages) for k in names}
     return {
         "sec_per_iter": statistics.median(times),
         "times": times,
+        "cpu_sec_per_iter": statistics.median(cpu_times),
+        "cpu_times": cpu_times,
         "breakdown": breakdown,
         "peak_mem_bytes": peak_memory_bytes(device),
     }

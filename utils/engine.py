@@ -217,7 +217,7 @@ def save_checkpoints(run: Run, cfg: DictConfig, periodic: bool) -> None:
 
 def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
-    configure_runtime()
+    configure_runtime(tf32=cfg.train.tf32)
     info = init_distributed(cfg.device)
     work = Path(cfg.work_dir.dir)
     logger = setup_text_log(work / "train.log", info.is_main)
@@ -248,9 +248,10 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         }
         result = train_step(run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
         run.step = n_iter + 1
-        bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
-        if run.step % t.log_iters == 0 and info.is_main:
+        if run.step % t.log_iters == 0 and info.is_main:  # loss values leave the device only here
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
             log_step(run, result, batch, tb, logger, (time.perf_counter() - tic) / t.log_iters)
+        del result, batch  # the next step's peak memory holds none of this step's tensors
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter

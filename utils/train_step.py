@@ -106,13 +106,14 @@ def train_step(
         FloatingPointError: if the total loss is not finite (names the offending terms).
     """
     result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter, settings)
-    if not torch.isfinite(result.total):
-        bad = {k: float(v) for k, v in result.losses.items()}
-        raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
     # step
     optimizer.zero_grad(set_to_none=True)
     with region("forward_backward"):
         result.total.backward()
+    # checked once the backward is queued (on a GPU the check waits for the device), before any update
+    if not torch.isfinite(result.total):
+        bad = {k: float(v) for k, v in result.losses.items()}
+        raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
     with region("optimizer"):
         optimizer.step()
         scheduler.step()
