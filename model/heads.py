@@ -113,7 +113,7 @@ class SegFormerHead(nn.Module):
             x = tokens.transpose(1, 2).reshape(b, e, h, w)
             if i > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            out = x if out is None else out + x
+            out = x if out is None else out.add_(x)  # in place: out is a fresh map, not a view
         return out
 
     def forward(self, features: list[Tensor]) -> Tensor:
