@@ -39,7 +39,7 @@ def test_subcommand_prints_one_json_record(name, subprocess_env):
     s = res["settings"]
     assert (s["backbone"], s["crop"], s["batch"], s["device"], s["amp"], s["fast"]) == (
         "mit_tiny",
-        64,
+        128,
         2,
         "cpu",
         "none",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -156,3 +157,25 @@ def test_tf32_is_off_unless_asked():
     finally:
         configure_runtime()
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+
+
+def test_non_finite_loss_raises_before_any_update(tiny_model, monkeypatch):
+    """The finiteness check runs after the backward is queued, still before the optimiser step."""
+    from utils import train_step as ts
+    from utils.optim import build_optimizer, build_scheduler
+
+    model = tiny_model(num_classes=5)
+    opt = build_optimizer(model.param_groups(), 1e-3)
+    sched = build_scheduler(opt, 1, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def nan_losses(model, x, cls_label, img_box, n_iter, settings):
+        total = sum(p.sum() for p in model.parameters()) * float("nan")
+        return ts.StepResult({"cls": total.detach()}, {"cls": 1.0}, total, None, None)
+
+    monkeypatch.setattr(ts, "forward_losses", nan_losses)
+    batch = {"image": torch.zeros(1, 3, 32, 32), "cls_label": torch.zeros(1, 4), "img_box": torch.zeros(1, 4)}
+    with pytest.raises(FloatingPointError, match="non-finite loss at iteration 7"):
+        ts.train_step(model, opt, sched, batch, 7, ts.StepSettings())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
