@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from utils.profiling import timed
+
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 # Neighbour order within one dilation, as (dy, dx): row-major over the 3×3 grid without the centre.
 NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
@@ -66,6 +68,7 @@ def _position_kernel(dilations: tuple[int, ...], w1: float, device: torch.device
     return torch.softmax(-((rho / (sigma + 1e-8) / w1) ** 2), dim=0).to(device)
 
 
+@timed("par")
 def par_affinity(
     image: Tensor, dilations: tuple[int, ...] = DEFAULT_DILATIONS, w1: float = 0.3, w2: float = 0.01
 ) -> Tensor:
@@ -85,6 +88,7 @@ def par_affinity(
     return rgb + w2 * pos.view(1, -1, 1, 1)
 
 
+@timed("par")
 def par_propagate(masks: Tensor, affinity: Tensor, dilations: tuple[int, ...], num_iter: int) -> Tensor:
     """m(x) ← Σ_k a(x, k)·m(y_k), ``num_iter`` times.
 

@@ -30,7 +30,7 @@ from model.refine import (
     refine_cams_with_bkg,
     refine_cams_with_cls_label,
 )
-from utils.profiling import region
+from utils.profiling import timed
 
 
 @dataclass(frozen=True)
@@ -120,21 +120,21 @@ def propagated_label(
         resize(propagate_with_bkg(cams, cam_aff, mask, cls_label, bkg), (h, w))
         for bkg in (s.low_thre, s.high_thre)
     ]
-    with region("par"):
-        both = refine_cams_with_cls_label(
-            images01,
-            torch.cat(rws, dim=1),
-            torch.cat([labels, labels], dim=1),
-            img_box,
-            s.par_dilations,
-            s.par_num_iter,
-            image_affinity=image_affinity,
-        )
+    both = refine_cams_with_cls_label(
+        images01,
+        torch.cat(rws, dim=1),
+        torch.cat([labels, labels], dim=1),
+        img_box,
+        s.par_dilations,
+        s.par_num_iter,
+        image_affinity=image_affinity,
+    )
     low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
     label = combine_high_low(high, low, s.ignore_index)
     return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
 
 
+@timed("cam")
 def cam_passes(
     model: nn.Module, x: Tensor, s: PseudoLabelSettings, amp_dtype: torch.dtype | None
 ) -> MultiScaleCAM:
@@ -150,6 +150,7 @@ def cam_passes(
 
 
 @torch.no_grad()
+@timed("propagation")  # what the CAM passes and PAR leave: thresholds, random walk, affinity labels
 def make_targets(
     model: nn.Module,
     x: Tensor,
@@ -171,38 +172,32 @@ def make_targets(
     """
     h, w = x.shape[-2:]
     images01 = denormalize(x)
-    with region("cam"):
-        msc = cam_passes(model, x, s, amp_dtype)
-    with region("propagation"):
-        valid_cam, pseudo_label = cam_to_pseudo_label(
-            msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
-        )
-    with region("par"):
-        image_affinity = downscaled_image_affinity(images01, s.par_dilations)
-    with region("propagation"):
-        refined_aff_label, aff_cam = propagated_label(
-            images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s, image_affinity
-        )
-    with region("par"):
-        refined_pseudo_label = refine_cams_with_bkg(
-            images01,
-            msc.cam,
-            cls_label,
-            img_box,
-            s.high_thre,
-            s.low_thre,
-            s.par_dilations,
-            s.par_num_iter,
-            ignore_index=s.ignore_index,
-            image_affinity=image_affinity,
-        )
-    with region("propagation"):
-        use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
-        aff_source = refined_aff_label if use_aff else refined_pseudo_label
-        grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
-        aff_label = affinity_labels(
-            aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
-        )
+    msc = cam_passes(model, x, s, amp_dtype)
+    valid_cam, pseudo_label = cam_to_pseudo_label(
+        msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
+    )
+    image_affinity = downscaled_image_affinity(images01, s.par_dilations)  # shared by both refinements
+    refined_aff_label, aff_cam = propagated_label(
+        images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s, image_affinity
+    )
+    refined_pseudo_label = refine_cams_with_bkg(
+        images01,
+        msc.cam,
+        cls_label,
+        img_box,
+        s.high_thre,
+        s.low_thre,
+        s.par_dilations,
+        s.par_num_iter,
+        ignore_index=s.ignore_index,
+        image_affinity=image_affinity,
+    )
+    use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
+    aff_source = refined_aff_label if use_aff else refined_pseudo_label
+    grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
+    aff_label = affinity_labels(
+        aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
+    )
     seg_label = refined_pseudo_label if n_iter <= s.seg_switch_iter else refined_aff_label
     return AFATargets(
         msc.cam,

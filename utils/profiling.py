@@ -1,21 +1,25 @@
 """Named timing regions inside the training step, off (and free) unless a benchmark turns them on.
 
-The step marks its stages with ``with region("cam"): ...``. Normally ``region`` returns one shared
-no-op context manager (a global lookup and a call). ``record_regions()`` installs a recorder that
-times every region with ``time.perf_counter``, synchronising the device on entry and exit so that
-asynchronous CUDA work is charged to the stage that queued it. Regions nest: an inner region's time
-is subtracted from its enclosing one, so the stages of a step add up to at most the step's time.
+The step marks its stages with ``with region("cam"): ...`` or the ``@timed("cam")`` decorator.
+Normally ``region`` returns one shared no-op context manager (a global lookup and a call).
+``record_regions()`` installs a recorder that times every region with ``time.perf_counter``,
+synchronising the device on entry and exit so that asynchronous CUDA work is charged to the stage
+that queued it. Regions nest: an inner region's time is subtracted from its enclosing one, so the
+stages of a step add up to at most the step's time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import torch
 
+F = TypeVar("F", bound=Callable)
 _NULL = contextlib.nullcontext()
 _recorder: RegionRecorder | None = None
 
@@ -60,6 +64,20 @@ def region(name: str) -> contextlib.AbstractContextManager:
     if _recorder is None:
         return _NULL
     return _recorder.region(name)
+
+
+def timed(name: str) -> Callable[[F], F]:
+    """Decorator: the whole call is the region ``name`` (regions entered inside it are subtracted)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with region(name):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 @contextlib.contextmanager

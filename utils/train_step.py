@@ -16,7 +16,7 @@ from model.afa import AFAOutput
 from model.cam import maybe_autocast, resize
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
-from utils.profiling import region
+from utils.profiling import region, timed
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ def phase_weights(n_iter: int, settings: StepSettings) -> dict[str, float]:
     return {k: (0.0 if warm and k != "cls" else w) for k, w in settings.loss_weights.items()}
 
 
+@timed("losses")  # exclusive of the forward and pseudo-label regions inside
 def forward_losses(
     model: nn.Module, x: Tensor, cls_label: Tensor, img_box: Tensor, n_iter: int, settings: StepSettings
 ) -> StepResult:
@@ -80,15 +81,14 @@ def forward_losses(
     # pseudo labels (no grad)
     targets = make_targets(unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype)
     # losses
-    with region("losses"):
-        seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
-        losses = {
-            "cls": classification_loss(output.cls_logits.float(), cls_label),
-            "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
-            "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
-        }
-        weights = phase_weights(n_iter, settings)
-        total = sum(weights[k] * losses[k] for k in losses)
+    seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
+    losses = {
+        "cls": classification_loss(output.cls_logits.float(), cls_label),
+        "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
+        "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
+    }
+    weights = phase_weights(n_iter, settings)
+    total = sum(weights[k] * losses[k] for k in losses)
     return StepResult(losses, weights, total, output, targets)
 
 
