@@ -108,7 +108,8 @@ def build_train_loader(dataset: Dataset, sampler: SeededShardSampler, num_worker
         num_workers=num_workers,
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=num_workers > 0,  # no worker restart per epoch
+        prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(sampler.seed),
     )
 
@@ -120,6 +121,8 @@ def build_eval_loader(dataset: Dataset, indices: list[int], num_workers: int) ->
         batch_size=1,
         shuffle=False,
         num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,  # validation runs many times per training
         generator=torch.Generator().manual_seed(0),
     )
 

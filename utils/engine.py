@@ -243,7 +243,7 @@ def save_checkpoints(run: Run, cfg: DictConfig, rng: list[dict], periodic: bool)
 
 def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
-    configure_runtime()
+    configure_runtime(tf32=cfg.train.tf32)
     set_deterministic(cfg.train.deterministic)
     info = init_distributed(cfg.device, cfg.dist_timeout_s)
     warnings = training_warnings(cfg) + check_work_dir(cfg, resume)  # nothing is written before these
@@ -287,10 +287,10 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         if result is None:
             logger.warning(f"skipped step ({guard.skipped} so far, train.skip_nonfinite): {guard.last}")
             tb.scalars({"train/nonfinite_skips": guard.skipped}, run.step)
-        else:
+        elif run.step % t.log_iters == 0 and info.is_main:  # loss values leave the device only here
             bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
-        if result is not None and run.step % t.log_iters == 0 and info.is_main:
             log_step(run, result, batch, tb, logger, (time.perf_counter() - tic) / t.log_iters)
+        del result, batch  # the next step's peak memory holds none of this step's tensors
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter

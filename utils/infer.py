@@ -71,9 +71,21 @@ class InferSettings:
     overlay: bool = False
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: Slurm, cgroups, taskset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_crf_workers(world_size: int = 1) -> int:
-    """80 % of the CPUs (the authors' joblib setting), shared among the processes of this machine."""
-    return max(1, int(0.8 * (os.cpu_count() or 1)) // world_size)
+    """80 % of the usable CPUs (the authors' joblib setting), shared among this node's processes.
+
+    The processes per node are torchrun's ``LOCAL_WORLD_SIZE`` when set, else ``world_size``.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return max(1, int(0.8 * usable_cpus()) // max(local, 1))
 
 
 # --------------------------------------------------------------------------- inputs

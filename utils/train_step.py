@@ -18,6 +18,7 @@ from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
 from utils.aream_step import AReAMSettings, aream_loss, make_aream_targets
 from utils.nonfinite import all_finite, nonfinite_error
+from utils.profiling import region, timed
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ def phase_weights(n_iter: int, settings: StepSettings) -> dict[str, float]:
     return {k: (0.0 if warm and k != "cls" else w) for k, w in settings.loss_weights.items()}
 
 
+@timed("losses")  # exclusive of the forward and pseudo-label regions inside
 def forward_losses(
     model: nn.Module, x: Tensor, cls_label: Tensor, img_box: Tensor, n_iter: int, settings: StepSettings
 ) -> StepResult:
@@ -79,7 +81,7 @@ def forward_losses(
     """
     aream = settings.aream
     # forward
-    with maybe_autocast(x.device, settings.amp_dtype):
+    with region("forward_backward"), maybe_autocast(x.device, settings.amp_dtype):
         output = model(x, logit_blocks=() if aream is None else aream.deep_blocks)
     # pseudo labels (no grad)
     if aream is None:
@@ -119,11 +121,14 @@ def train_step(
             any process; names the iteration, the terms and the batch's image ids.
     """
     result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter, settings)
-    if not all_finite(result.total):
-        raise nonfinite_error(n_iter, result.losses, batch.get("name"))
     # step
     optimizer.zero_grad(set_to_none=True)
-    result.total.backward()
-    optimizer.step()
-    scheduler.step()
+    with region("forward_backward"):
+        result.total.backward()
+    # checked once the backward is queued (on a GPU the check waits for the device), before any update
+    if not all_finite(result.total):
+        raise nonfinite_error(n_iter, result.losses, batch.get("name"))
+    with region("optimizer"):
+        optimizer.step()
+        scheduler.step()
     return result
