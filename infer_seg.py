@@ -12,38 +12,53 @@ logits upsampled to the original size; ``--crf`` adds the authors' dense CRF. Wr
 ``prediction/<id>.png`` (class ids), ``prediction_cmap/<id>.png`` (VOC palette), ``overlay/`` for
 ``--images``, and ``report.json`` with single-scale, multi-scale (and CRF) mIoU where ground truth
 exists. ``--split`` and ``--crf`` are shorthands for ``infer.split=...`` and ``infer.crf=true``.
+
+The network (backbone, classes, strides, decoder width) comes from the config our checkpoints carry;
+``--config`` gives the data and inference keys (without it the checkpoint's whole config is used).
+The authors' checkpoints carry no config and need ``--config``. Flags and ``key=value`` overrides mix
+in any order; errors are one line (``--debug`` or ``AFA_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
-from utils.config import load_config
+from utils.checkpoint_config import config_for_checkpoint
+from utils.cli import add_debug_flag, run, split_overrides
 from utils.infer import infer
 
+CONFIG_HELP = (
+    "YAML of the data and inference keys (default: the checkpoint's config); "
+    "its network keys yield to the checkpoint's"
+)
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="AFA test-time segmentation: msc + flip (+ CRF), mIoU.")
-    parser.add_argument("--config", required=True, help="YAML config of the checkpoint's network and data")
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="AFA test-time segmentation: msc + flip (+ CRF), mIoU.",
+        epilog="other arguments: key=value config overrides, e.g. infer.resize_long=512",
+    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", help="dataset split, e.g. val, train, test (sets infer.split)")
     source.add_argument("--images", help="folder of images (jpg/jpeg/png/bmp) or a text file of paths")
     parser.add_argument("--out", help="output folder (default <work_dir.dir>/<split> or .../images)")
     parser.add_argument("--crf", action="store_true", help="dense CRF after msc (sets infer.crf=true)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. infer.resize_long=512")
-    return parser.parse_args(argv)
+    add_debug_flag(parser)
+    return split_overrides(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    overrides = list(args.overrides)
+    args, overrides = parse_args(argv)
     if args.split:
         overrides.append(f"infer.split={args.split}")
     if args.crf:
         overrides.append("infer.crf=true")
-    return infer(load_config(args.config, overrides), args.checkpoint, args.out, args.images)
+    cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
+    return infer(cfg, args.checkpoint, args.out, args.images)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -7,7 +7,9 @@
 Same engine as train_voc.py; the VOC/COCO differences are the config keys of configs/coco.yaml.
 """
 
-from utils.engine import main
+import sys
+
+from utils.engine import cli
 
 if __name__ == "__main__":
-    main(default_config="configs/coco.yaml")
+    sys.exit(cli(default_config="configs/coco.yaml"))

@@ -7,7 +7,9 @@
 Everything is a config key (see utils/config.py); ``key=value`` arguments override the YAML.
 """
 
-from utils.engine import main
+import sys
+
+from utils.engine import cli
 
 if __name__ == "__main__":
-    main(default_config="configs/voc.yaml")
+    sys.exit(cli(default_config="configs/voc.yaml"))

@@ -29,9 +29,13 @@ class _COCOLayout:
     root_dir: Path
     split: str
 
+    def image_folder(self) -> Path:
+        """``root_dir/JPEGImages/<train|val>``."""
+        return self.root_dir / "JPEGImages" / coco_folder(self.split)
+
     def image_path(self, name: str) -> Path:
         """``root_dir/JPEGImages/<train|val>/<name>.jpg`` (or .png)."""
-        return find_image(self.root_dir / "JPEGImages" / coco_folder(self.split) / name)
+        return find_image(self.image_folder() / name)
 
     def label_path(self, name: str) -> Path:
         """``root_dir/SegmentationClass/<train|val>/<name>.png``."""

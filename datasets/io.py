@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from utils.errors import DataError, MissingFileError
+
 _TO_RGB_MODES = frozenset(
     {"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"}
 )
@@ -30,12 +32,14 @@ def _open(path: str | Path, what: str) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+        raise MissingFileError(f"{what} file not found: {path}")
     try:
         image = Image.open(path)
         image.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read {what} file {path}: {err}") from err
+        raise DataError(
+            f"cannot read {what} file {path}: {err}", hint="replace or remove the file (truncated, corrupt?)"
+        ) from err
     return image
 
 
@@ -74,7 +78,7 @@ def read_image(path: str | Path) -> np.ndarray:
         grey = _sixteen_bit_to_uint8(image)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if image.mode not in _TO_RGB_MODES:
-        raise ValueError(f"unsupported image mode {image.mode!r} in {path}")
+        raise DataError(f"unsupported image mode {image.mode!r} in {path}")
     if image.mode != "RGB":
         image = image.convert("RGB")
     return np.array(image, dtype=np.uint8)
@@ -99,8 +103,8 @@ def read_label(path: str | Path) -> np.ndarray:
         return np.array(image, dtype=np.uint8)
     if image.mode in _SIXTEEN_BIT_MODES:
         return np.array(image, dtype=np.int64)
-    raise ValueError(
+    raise DataError(
         f"label file {path} has mode {image.mode!r}; expected a single-channel class-index PNG "
-        "(P or L mode). Colour-coded masks are not class ids: regenerate them from the COCO "
-        "annotations with scripts/make_coco_masks.py"
+        "(P or L mode); colour-coded masks are not class ids",
+        hint="regenerate them as class-index PNGs, for COCO with scripts/make_coco_masks.py",
     )

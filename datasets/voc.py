@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from datasets.checks import check_label_values, check_rescalable
 from datasets.classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
 from datasets.io import read_image, read_label
 from datasets.transforms import normalize, to_chw, train_transform
+from utils.errors import DataError, MissingFileError
 
 VOC_LIST_DIR = Path(__file__).resolve().parent / "voc"
 CLS_LABELS_FILE = "cls_labels.txt"
@@ -42,7 +44,9 @@ def read_name_list(name_list_dir: str | Path, split: str) -> list[str]:
     """Read ``<name_list_dir>/<split>.txt``: one image id per line, blank lines skipped."""
     path = Path(name_list_dir) / f"{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"split list not found: {path}")
+        raise MissingFileError(
+            f"split list not found: {path}", hint="check dataset.name_list_dir and the split name"
+        )
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -58,7 +62,7 @@ def read_cls_labels(path: str | Path, num_classes: int) -> dict[str, np.ndarray]
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"class-label file not found: {path}")
+        raise MissingFileError(f"class-label file not found: {path}", hint="check dataset.name_list_dir")
     labels: dict[str, np.ndarray] = {}
     for line_no, line in enumerate(path.read_text().splitlines(), start=1):
         fields = line.split()
@@ -68,7 +72,10 @@ def read_cls_labels(path: str | Path, num_classes: int) -> dict[str, np.ndarray]
         for field in fields[1:]:
             index = int(field)
             if not 0 <= index < num_classes - 1:
-                raise ValueError(f"{path}:{line_no}: class index {index} outside 0..{num_classes - 2}")
+                raise DataError(
+                    f"{path}:{line_no}: class index {index} outside 0..{num_classes - 2}",
+                    hint="check dataset.num_classes (background included)",
+                )
             vector[index] = 1.0
         labels[fields[0]] = vector
     return labels
@@ -102,11 +109,11 @@ def class_names(name_list_dir: str | Path, num_classes: int) -> list[str]:
     if path.is_file():
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         if len(names) != num_classes:
-            raise ValueError(f"{path} lists {len(names)} names, expected num_classes={num_classes}")
+            raise DataError(f"{path} lists {len(names)} names, expected num_classes={num_classes}")
         return names
     defaults = {len(VOC_CLASSES) + 1: VOC_CLASSES, len(COCO_CLASSES) + 1: COCO_CLASSES}
     if num_classes not in defaults:
-        raise FileNotFoundError(f"no built-in class names for num_classes={num_classes}; missing {path}")
+        raise MissingFileError(f"no built-in class names for num_classes={num_classes}; missing {path}")
     return ["background", *defaults[num_classes]]
 
 
@@ -118,15 +125,15 @@ def find_image(stem: Path) -> Path:
     png = stem.with_name(stem.name + ".png")
     if png.is_file():
         return png
-    raise FileNotFoundError(f"image file not found: {jpg} (nor {png.name})")
+    raise MissingFileError(f"image file not found: {jpg} (nor {png.name})")
 
 
 def labels_for_names(names: list[str], path: Path, num_classes: int) -> dict[str, np.ndarray]:
-    """Image-level labels of ``names`` from ``path``; KeyError naming the first missing id."""
+    """Image-level labels of ``names`` from ``path``; ``DataError`` naming the first missing id."""
     labels = read_cls_labels(path, num_classes)
     missing = [name for name in names if name not in labels]
     if missing:
-        raise KeyError(f"image id {missing[0]!r} ({len(missing)} ids in all) is missing from {path}")
+        raise DataError(f"image id {missing[0]!r} ({len(missing)} ids in all) is missing from {path}")
     return {name: labels[name] for name in names}
 
 
@@ -171,9 +178,13 @@ class VOCClsDataset(Dataset):
         self.names = read_name_list(name_list_dir, split)
         self.cls_labels = labels_for_names(self.names, Path(name_list_dir) / CLS_LABELS_FILE, num_classes)
 
+    def image_folder(self) -> Path:
+        """Folder of the split's images."""
+        return self.root_dir / "JPEGImages"
+
     def image_path(self, name: str) -> Path:
         """Path of the image file of ``name``."""
-        return find_image(self.root_dir / "JPEGImages" / name)
+        return find_image(self.image_folder() / name)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -181,7 +192,10 @@ class VOCClsDataset(Dataset):
     def __getitem__(self, item: Item) -> dict[str, Any]:
         index, py_rng, np_rng = resolve_item(item)
         name = self.names[index]
-        image = read_image(self.image_path(name))
+        path = self.image_path(name)
+        image = read_image(path)
+        if self.scale_range is not None:
+            check_rescalable(image.shape, self.scale_range[0], path)
         image, img_box = train_transform(image, self.crop_size, self.scale_range, self.flip, py_rng, np_rng)
         return {
             "name": name,
@@ -218,9 +232,13 @@ class VOCSegDataset(Dataset):
             else {}
         )
 
+    def image_folder(self) -> Path:
+        """Folder of the split's images."""
+        return self.root_dir / "JPEGImages"
+
     def image_path(self, name: str) -> Path:
         """Path of the image file of ``name``."""
-        return find_image(self.root_dir / "JPEGImages" / name)
+        return find_image(self.image_folder() / name)
 
     def label_path(self, name: str) -> Path:
         """Path of the mask PNG of ``name``."""
@@ -237,9 +255,12 @@ class VOCSegDataset(Dataset):
         if self.with_labels:
             label = read_label(self.label_path(name)).astype(np.int64)
             if label.shape != image.shape[:2]:
-                raise ValueError(
+                raise DataError(
                     f"label {self.label_path(name)} is {label.shape}, image {image_path} is {image.shape[:2]}"
+                    " (height, width)",
+                    hint="image and mask of an id must have the same height and width",
                 )
+            check_label_values(label, self.num_classes, IGNORE_INDEX, self.label_path(name))
             cls_label = self.cls_labels[name].copy()
         else:
             label = np.full(image.shape[:2], IGNORE_INDEX, dtype=np.int64)

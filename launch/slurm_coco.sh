@@ -9,6 +9,8 @@
 #SBATCH --cpus-per-task=32
 #SBATCH --time=72:00:00
 #SBATCH --output=%x-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 DATASET=coco GPUS_PER_NODE=${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-4}} exec bash launch/slurm_train.sh "$@"

@@ -137,14 +137,16 @@ class AFANetwork(nn.Module):
         Args:
             x: (B, 3, H, W) normalised.
             run_decoder: the reference runs the decoder and discards its output; in train mode that
-                updates the BatchNorm running statistics. Keep True for fidelity; False skips the work.
+                updates the BatchNorm running statistics (and draws the Dropout2d mask). True keeps
+                those side effects (``SegFormerHead.update_statistics``, which skips the unused
+                logits); False skips the work.
             with_affinity: compute ``aff_pred`` (the reference does at every scale; only the largest
                 scale's is used).
             logit_blocks: further encoder blocks whose attention logits to return.
         """
         enc = self.encoder(x, self._logit_request(with_affinity, logit_blocks))
         if run_decoder:
-            self.decoder(enc.features)
+            self.decoder.update_statistics(enc.features)
         cam = class_activation_map(enc.features[3], self.classifier).detach()
         aff = None
         if with_affinity:

@@ -87,8 +87,11 @@ def multi_scale_cam(
     for s in ordered:
         xs = x if s == 1.0 else resize(x, (int(s * h), int(s * w)))
         with maybe_autocast(x.device, amp_dtype):
-            out = model.forward_cam(torch.cat([xs, hflip(xs)], dim=0), run_decoder=run_decoder)
-        if s == largest and aff_pred is None:
+            need_aff = s == largest and aff_pred is None
+            out = model.forward_cam(
+                torch.cat([xs, hflip(xs)], dim=0), run_decoder=run_decoder, with_affinity=need_aff
+            )
+        if need_aff:
             aff_pred, aff_grid = out.aff_pred[:b].float(), tuple(out.cam.shape[-2:])
         cam = resize(out.cam.float(), (h, w))
         cam = F.relu(torch.maximum(cam[:b], hflip(cam[b:])))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -87,16 +86,51 @@ class SegFormerHead(nn.Module):
         self.dropout = nn.Dropout2d(dropout)
         self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
 
-    def forward(self, features: list[Tensor]) -> Tensor:
-        """features [c1..c4] -> logits (B, num_classes, H1, W1) at c1's resolution."""
+    def fused_projection(self, features: list[Tensor]) -> Tensor:
+        """The input of the fuse BatchNorm: conv_fuse(cat[up(P_4 c4 + b_4), …, P_1 c1 + b_1]).
+
+        Bilinear resizing and the 1×1 convolution are both linear (and resizing keeps constants), so
+        the fuse convolution is folded into each stage's projection: Σ_i up(W_i P_i c_i) + Σ_i W_i b_i,
+        with W_i the conv's block of columns for stage i. The same map up to float rounding, without
+        the (B, 4E, H1, W1) concatenation and its 4E×E convolution (docs/DEVIATIONS.md).
+
+        Args:
+            features: [c1..c4], each (B, C_i, H_i, W_i).
+
+        Returns:
+            (B, E, H1, W1).
+        """
         size = features[0].shape[-2:]
-        projected = []
-        for i in reversed(range(len(features))):
+        weight = self.linear_fuse.conv.weight.flatten(1)  # (E, 4E), column blocks in order c4..c1
+        e = weight.shape[0]
+        out = None
+        for j, i in enumerate(reversed(range(len(features)))):
+            block = weight[:, j * e : (j + 1) * e]
+            proj = getattr(self, f"linear_c{i + 1}").proj
             feat = features[i]
             b, _, h, w = feat.shape
-            x = getattr(self, f"linear_c{i + 1}")(feat).transpose(1, 2).reshape(b, -1, h, w)
+            tokens = F.linear(feat.flatten(2).transpose(1, 2), block @ proj.weight, block @ proj.bias)
+            x = tokens.transpose(1, 2).reshape(b, e, h, w)
             if i > 0:
                 x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            projected.append(x)
-        fused = self.linear_fuse(torch.cat(projected, dim=1))
+            out = x if out is None else out.add_(x)  # in place: out is a fresh map, not a view
+        return out
+
+    def forward(self, features: list[Tensor]) -> Tensor:
+        """features [c1..c4] -> logits (B, num_classes, H1, W1) at c1's resolution."""
+        fuse = self.linear_fuse
+        fused = fuse.relu(fuse.bn(self.fused_projection(features)))
         return self.linear_pred(self.dropout(fused))
+
+    def update_statistics(self, features: list[Tensor]) -> None:
+        """The side effects of ``forward`` without its output: in train mode, the fuse BatchNorm's
+        running statistics and the Dropout2d draw (so the random stream stays that of ``forward``).
+
+        The reference runs the whole decoder in its CAM passes and discards the logits; this is what
+        remains of that work. A no-op in eval mode.
+        """
+        if not self.training:
+            return
+        y = self.fused_projection(features)
+        self.linear_fuse.bn(y)
+        self.dropout(y.new_zeros(y.shape[0], y.shape[1], 1, 1))

@@ -10,10 +10,13 @@ sum to 1 + w2 = 1.01 (no renormalisation, as in the reference).
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from utils.profiling import timed
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 # Neighbour order within one dilation, as (dy, dx): row-major over the 3×3 grid without the centre.
@@ -45,17 +48,27 @@ def gather_neighbours(x: Tensor, dilations: tuple[int, ...]) -> Tensor:
     return torch.stack([_shift(padded, pad, dy, dx, h, w) for dy, dx in neighbour_offsets(dilations)], dim=2)
 
 
-def position_kernel(dilations: tuple[int, ...], w1: float = 0.3) -> Tensor:
+def position_kernel(
+    dilations: tuple[int, ...], w1: float = 0.3, device: torch.device | str | None = None
+) -> Tensor:
     """softmax_k of −(ρ_k / ((σ_ρ + 1e-8)·w1))², ρ_k the neighbour distance (d or d·√2).
 
+    Computed once per (dilations, w1, device) and cached (read-only: do not modify the result).
+
     Returns:
-        (8·len(dilations),) weights summing to 1, the same for every pixel (spec §4.2).
+        (8·len(dilations),) float32 weights summing to 1, the same for every pixel (spec §4.2).
     """
+    return _position_kernel(tuple(dilations), float(w1), torch.device(device or "cpu"))
+
+
+@lru_cache(maxsize=16)
+def _position_kernel(dilations: tuple[int, ...], w1: float, device: torch.device) -> Tensor:
     rho = torch.tensor([math.hypot(dy, dx) for dy, dx in neighbour_offsets(dilations)], dtype=torch.float32)
     sigma = rho.std()
-    return torch.softmax(-((rho / (sigma + 1e-8) / w1) ** 2), dim=0)
+    return torch.softmax(-((rho / (sigma + 1e-8) / w1) ** 2), dim=0).to(device)
 
 
+@timed("par")
 def par_affinity(
     image: Tensor, dilations: tuple[int, ...] = DEFAULT_DILATIONS, w1: float = 0.3, w2: float = 0.01
 ) -> Tensor:
@@ -71,10 +84,11 @@ def par_affinity(
     sigma = neigh.std(dim=2, keepdim=True)  # unbiased, over the k neighbours
     rgb = -(((image.unsqueeze(2) - neigh).abs() / (sigma + 1e-8) / w1) ** 2)
     rgb = rgb.mean(dim=1).softmax(dim=1)  # (B, k, H, W)
-    pos = position_kernel(dilations, w1).to(rgb)
+    pos = position_kernel(dilations, w1, rgb.device).to(rgb.dtype)
     return rgb + w2 * pos.view(1, -1, 1, 1)
 
 
+@timed("par")
 def par_propagate(masks: Tensor, affinity: Tensor, dilations: tuple[int, ...], num_iter: int) -> Tensor:
     """m(x) ← Σ_k a(x, k)·m(y_k), ``num_iter`` times.
 
@@ -88,11 +102,12 @@ def par_propagate(masks: Tensor, affinity: Tensor, dilations: tuple[int, ...], n
     pad = max(dilations)
     h, w = masks.shape[-2:]
     offsets = neighbour_offsets(dilations)
+    weights = [affinity[:, k : k + 1] for k in range(len(offsets))]
     for _ in range(num_iter):
         padded = F.pad(masks, (pad, pad, pad, pad), mode="replicate")
         out = torch.zeros_like(masks)
-        for k, (dy, dx) in enumerate(offsets):
-            out = out + affinity[:, k : k + 1] * _shift(padded, pad, dy, dx, h, w)
+        for a, (dy, dx) in zip(weights, offsets):
+            out.addcmul_(a, _shift(padded, pad, dy, dx, h, w))  # in place: no temporary per neighbour
         masks = out
     return masks
 
@@ -104,6 +119,7 @@ def pixel_adaptive_refine(
     num_iter: int = 10,
     w1: float = 0.3,
     w2: float = 0.01,
+    affinity: Tensor | None = None,
 ) -> Tensor:
     """PAR: resize masks to the image (bilinear, align_corners=True), then refine them.
 
@@ -111,9 +127,12 @@ def pixel_adaptive_refine(
         image: (B, 3, H, W) in [0, 1].
         masks: (B, M, h, w) any resolution.
         num_iter: 10 for VOC, 15 for COCO in the reference.
+        affinity: ``par_affinity(image, dilations, w1, w2)`` when the caller already has it.
 
     Returns:
         (B, M, H, W).
     """
     masks = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=True)
-    return par_propagate(masks, par_affinity(image, dilations, w1, w2), dilations, num_iter)
+    if affinity is None:
+        affinity = par_affinity(image, dilations, w1, w2)
+    return par_propagate(masks, affinity, dilations, num_iter)

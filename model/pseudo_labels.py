@@ -25,10 +25,12 @@ from model.cam import (
 from model.par import DEFAULT_DILATIONS
 from model.refine import (
     combine_high_low,
+    downscaled_image_affinity,
     foreground_with_background,
     refine_cams_with_bkg,
     refine_cams_with_cls_label,
 )
+from utils.profiling import timed
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,14 @@ def propagated_label(
     cls_label: Tensor,
     img_box: Tensor,
     s: PseudoLabelSettings,
+    image_affinity: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """AFA's label: random walk with low and high background, PAR in the box, combined (spec §5.5).
 
     Args:
         images01: (B, 3, H, W); valid_cam: (B, K, H, W).
         cam_aff: (B, N', N') affinity on the (h', w') token grid ``aff_grid``.
+        image_affinity: PAR's kernel of the whole half-size crops (``downscaled_image_affinity``).
 
     Returns:
         The label (B, H, W) int64 with ``ignore_index`` where uncertain or outside the box, and the
@@ -123,12 +127,14 @@ def propagated_label(
         img_box,
         s.par_dilations,
         s.par_num_iter,
+        image_affinity=image_affinity,
     )
     low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
     label = combine_high_low(high, low, s.ignore_index)
     return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
 
 
+@timed("cam")
 def cam_passes(
     model: nn.Module, x: Tensor, s: PseudoLabelSettings, amp_dtype: torch.dtype | None
 ) -> MultiScaleCAM:
@@ -144,6 +150,7 @@ def cam_passes(
 
 
 @torch.no_grad()
+@timed("propagation")  # what the CAM passes and PAR leave: thresholds, random walk, affinity labels
 def make_targets(
     model: nn.Module,
     x: Tensor,
@@ -169,8 +176,9 @@ def make_targets(
     valid_cam, pseudo_label = cam_to_pseudo_label(
         msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
     )
+    image_affinity = downscaled_image_affinity(images01, s.par_dilations)  # shared by both refinements
     refined_aff_label, aff_cam = propagated_label(
-        images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s
+        images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s, image_affinity
     )
     refined_pseudo_label = refine_cams_with_bkg(
         images01,
@@ -182,6 +190,7 @@ def make_targets(
         s.par_dilations,
         s.par_num_iter,
         ignore_index=s.ignore_index,
+        image_affinity=image_affinity,
     )
     use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
     aff_source = refined_aff_label if use_aff else refined_pseudo_label

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from model.cam import box_mask, resize
-from model.par import DEFAULT_DILATIONS, pixel_adaptive_refine
+from model.par import DEFAULT_DILATIONS, par_affinity, pixel_adaptive_refine
 
 
 class ValidChannels(NamedTuple):
@@ -64,6 +64,7 @@ def refine_cams_with_bkg(
     num_iter: int = 10,
     down_scale: int = 2,
     ignore_index: int = 255,
+    image_affinity: Tensor | None = None,
 ) -> Tensor:
     """PAR-refined CAM label, the reference ``refine_cams_with_bkg_v2`` (spec §4.4).
 
@@ -78,6 +79,7 @@ def refine_cams_with_bkg(
         cams: (B, K, H, W) multi-scale CAMs of all classes.
         cls_label: (B, K) image-level labels.
         img_box: (B, 4) valid regions.
+        image_affinity: ``downscaled_image_affinity(images01, dilations, down_scale)`` if at hand.
 
     Returns:
         (B, H, W) int64 label.
@@ -90,7 +92,9 @@ def refine_cams_with_bkg(
         stacked = torch.cat([torch.full_like(cams[:, :1], bkg), cams], dim=1)
         masks.append(masked_channel_softmax(gather_channels(resize(stacked, small), slots), slots.valid))
     # PAR acts on each channel alone: the high and low stacks share one pass and one image kernel.
-    refined = pixel_adaptive_refine(resize(images01, small), torch.cat(masks, dim=1), dilations, num_iter)
+    refined = pixel_adaptive_refine(
+        resize(images01, small), torch.cat(masks, dim=1), dilations, num_iter, affinity=image_affinity
+    )
     inside = box_mask(img_box, h, w)
     labels = []
     for part in resize(refined, (h, w)).chunk(2, dim=1):
@@ -115,6 +119,7 @@ def refine_cams_with_cls_label(
     dilations: tuple[int, ...] = DEFAULT_DILATIONS,
     num_iter: int = 10,
     down_scale: int = 2,
+    image_affinity: Tensor | None = None,
 ) -> Tensor:
     """PAR on propagated CAMs inside each image box (spec §4.5).
 
@@ -129,11 +134,14 @@ def refine_cams_with_cls_label(
         cams: (B, C, H, W) propagated CAMs with the background channel.
         labels: (B, C) valid channels, background included.
         img_box: (B, 4).
+        image_affinity: ``downscaled_image_affinity(images01, dilations, down_scale)`` if at hand:
+            images whose box is the whole crop reuse it (the same kernel, not recomputed).
 
     Returns:
         (B, C, H, W).
     """
     out = torch.zeros_like(cams)
+    full = tuple(images01.shape[-2:])
     boxes = img_box.long().tolist()
     sizes = [(h1 - h0, w1 - w0) for h0, h1, w0, w1 in boxes]
     for size in dict.fromkeys(sizes):
@@ -143,12 +151,31 @@ def refine_cams_with_cls_label(
         slots = valid_channels(labels[members])
         small = (size[0] // down_scale, size[1] // down_scale)
         masks = gather_channels(crops_cam, slots) * slots.valid[:, :, None, None]
-        refined = resize(pixel_adaptive_refine(resize(crops_img, small), masks, dilations, num_iter), size)
+        affinity = None
+        if image_affinity is not None and size == full:  # the box is the whole crop
+            affinity = image_affinity[members]
+        refined = pixel_adaptive_refine(
+            resize(crops_img, small), masks, dilations, num_iter, affinity=affinity
+        )
+        refined = resize(refined, size)
         for j, i in enumerate(members):
             h0, h1, w0, w1 = boxes[i]
             keep = slots.index[j][slots.valid[j]]
             out[i, keep, h0:h1, w0:w1] = refined[j, : len(keep)]
     return out
+
+
+def downscaled_image_affinity(images01: Tensor, dilations: tuple[int, ...], down_scale: int = 2) -> Tensor:
+    """PAR's image kernel of the whole crops at 1/``down_scale``, shared by both refinements.
+
+    Args:
+        images01: (B, 3, H, W) in [0, 1].
+
+    Returns:
+        (B, 8·len(dilations), H/down_scale, W/down_scale).
+    """
+    h, w = images01.shape[-2:]
+    return par_affinity(resize(images01, (h // down_scale, w // down_scale)), dilations)
 
 
 def _crop(x: Tensor, box: list[int]) -> Tensor:

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 from model.afa import AFANetwork
 from model.mit import MIT_VARIANTS, build_mit
+from utils.checkpoint import torch_load_checked
+from utils.errors import CheckpointError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ PRETRAINED_HINT = (
     "Download the SegFormer ImageNet-1k MiT checkpoint (mit_b0.pth ... mit_b5.pth, NVlabs/SegFormer, "
     "'ImageNet-1K pre-trained weights') and place it at pretrained/<variant>.pth, or convert the Hugging "
     "Face nvidia/mit-bX weights with: python scripts/convert_weights.py --src <hf dir> "
-    "--dst pretrained/<variant>.pth"
+    "--dst pretrained/<variant>.pth; another file: backbone.pretrained_path=FILE; "
+    "none: backbone.pretrained=false"
 )
 
 
@@ -80,7 +83,7 @@ def check_state(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], wha
     """Raise ``ValueError`` naming the offending keys unless names and shapes match exactly."""
     problems = state_mismatches(expected, state)
     if problems:
-        raise ValueError(f"{what} does not match the model: " + "; ".join(problems))
+        raise CheckpointError(f"{what} does not match the model: " + "; ".join(problems))
 
 
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
@@ -116,17 +119,19 @@ def unwrap_state_dict(obj: object, what: str) -> Mapping[str, Tensor]:
         what: the source, for error messages.
     """
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{what}: expected a state dict or a dict holding one, got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{what}: expected a state dict or a dict holding one, got {type(obj).__name__}"
+        )
     if obj and all(isinstance(v, Tensor) for v in obj.values()):
         return obj
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), Mapping):
             return obj[key]
-    raise ValueError(f"{what}: no state dict found; top-level keys are {_listed([str(k) for k in obj])}")
+    raise CheckpointError(f"{what}: no state dict found; top-level keys are {_listed([str(k) for k in obj])}")
 
 
 def _torch_load(path: str | Path) -> object:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    return torch_load_checked(path)
 
 
 def load_mit_pretrained(encoder: nn.Module, path: str | Path) -> None:
@@ -145,11 +150,11 @@ def load_mit_pretrained(encoder: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MiT checkpoint not found: {path}. {PRETRAINED_HINT}")
+        raise MissingFileError(f"MiT checkpoint not found: {path}", hint=PRETRAINED_HINT)
     state = unwrap_state_dict(_torch_load(path), str(path))
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     if any(is_hf_segformer_key(k) for k in state):
-        raise ValueError(
+        raise CheckpointError(
             f"{path} looks like a Hugging Face Segformer state dict; convert it first with "
             "scripts/convert_weights.py"
         )

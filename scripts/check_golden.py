@@ -1,11 +1,12 @@
 """Verify an install against golden cases of the authors' implementation.
 
-    python scripts/check_golden.py DIR [--strict] [--only NAME ...]
+    python scripts/check_golden.py DIR [--strict] [--only NAME ...] [--device cuda]
 
 Runs every ``*.npz`` case in DIR (with the ``model_state.npz`` the cases were computed with) through
 this implementation and prints one line per case: name, worst absolute and relative error, PASS or
 FAIL. Cases of components not built yet are listed as PENDING (``--strict`` counts them as
-failures). Exits 0 only if every case that ran passed.
+failures). ``--device cuda`` runs the cases on the GPU (TF32 off, so that the CPU tolerances
+apply). Exits 0 only if every case that ran passed; 2 if there is nothing to run or no such device.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from utils.dist import configure_runtime
+import torch
+
+from utils.cli import add_debug_flag, run
+from utils.dist import configure_runtime, resolve_device
 from utils.golden import case_files, run_case
 
 
@@ -29,8 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="*", default=None, help="case file stems to run")
     parser.add_argument("--verbose", action="store_true", help="one line per compared output")
+    add_debug_flag(parser)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
     configure_runtime()
+    device = resolve_device(args.device)  # a ConfigError (exit 2) for a device that is not there
+    if device.type == "cuda":  # TF32 matmuls and convolutions would exceed the float32 tolerances
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     files = case_files(args.directory)
     if args.only:
         files = [f for f in files if f.stem in args.only]
@@ -41,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in files:
         start = time.perf_counter()
         try:
-            checks = run_case(path)
+            checks = run_case(path, device)
         except NotImplementedError as err:
             pending.append(path.stem)
             print(f"{path.stem:32s} {'':>10s} {'':>10s}  PENDING  ({err})")
@@ -75,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

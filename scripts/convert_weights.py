@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -28,6 +29,8 @@ from model.weights import (
     load_state_strict,
     unwrap_state_dict,
 )
+from utils.cli import add_debug_flag, run
+from utils.errors import DataError, MissingFileError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # HF config fields that must equal the variant's architecture (head counts leave no trace in weights).
@@ -46,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--variant", default=None, choices=sorted(MIT_VARIANTS), help="MiT variant (default: from shapes)"
     )
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -56,7 +60,7 @@ def weight_file(src: Path) -> Path:
     for name in WEIGHT_FILES:
         if (src / name).is_file():
             return src / name
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{src} is neither a weight file nor a folder holding one of {', '.join(WEIGHT_FILES)}"
     )
 
@@ -83,7 +87,7 @@ def check_hf_config(config_path: Path, variant: str) -> None:
     expected = MIT_VARIANTS[variant]
     for field, attr in CONFIG_FIELDS.items():
         if field in config and tuple(config[field]) != tuple(getattr(expected, attr)):
-            raise ValueError(
+            raise DataError(
                 f"{config_path}: {field}={config[field]} but {variant} has {attr}={getattr(expected, attr)}"
             )
 
@@ -104,4 +108,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

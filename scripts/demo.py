@@ -24,6 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from datasets.demo import DEMO_DATA_VERSION, DEMO_VERSION_FILE, write_demo_dataset
+from utils.cli import add_debug_flag, run, split_overrides
 from utils.config import load_config
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.demo_report import history_table, validation_history, verdict, verdict_lines
@@ -77,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--data", type=Path, default=Path("demo_data"))
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    add_debug_flag(parser)
+    args, extra = split_overrides(parser, argv)
     configure_runtime()
     start = time.perf_counter()
     ensure_data(args.data)
     overrides = [f"dataset.root_dir={args.data}", f"dataset.name_list_dir={args.data}", "device=cpu"]
-    cfg = load_config(args.config, overrides + args.overrides)
+    overrides.append("train.overwrite=true")  # `make demo` again replaces the previous demo run
+    cfg = load_config(args.config, overrides + extra)
     before = untrained_scores(cfg)
     after = train(cfg)
     inference = run_inference(cfg)
@@ -96,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -7,21 +7,24 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 
 from datasets.demo import write_demo_dataset
+from utils.cli import add_debug_flag, run
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output root")
     parser.add_argument("--num-train", type=int, default=240, help="training images")
     parser.add_argument("--num-val", type=int, default=60, help="validation images")
     parser.add_argument("--seed", type=int, default=0, help="base seed (same seed, same bytes)")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     summary = write_demo_dataset(args.out, args.num_train, args.num_val, args.seed)
     total = summary.num_train + summary.num_val
     print(
@@ -31,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

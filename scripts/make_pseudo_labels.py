@@ -13,25 +13,36 @@ under ``--out`` (default ``<work_dir.dir>/pseudo_labels/<split>``).
 from __future__ import annotations
 
 import argparse
+import sys
 
-from utils.config import load_config
+from utils.checkpoint_config import config_for_checkpoint
+from utils.cli import add_debug_flag, run, split_overrides
 from utils.pseudo_export import export
 
+CONFIG_HELP = (
+    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
+)
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Export AFA pseudo labels of a split.")
-    parser.add_argument("--config", required=True, help="YAML config of the checkpoint's network and data")
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="Export AFA pseudo labels of a split.",
+        epilog="other arguments: key=value config overrides, e.g. cam.scales=[1.0,0.5,1.5]",
+    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
     parser.add_argument("--split", default="train", help="dataset split (default train)")
     parser.add_argument("--out", help="output folder (default <work_dir.dir>/pseudo_labels/<split>)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. cam.scales=[1.0,0.5,1.5]")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return split_overrides(parser, argv)
 
 
-def main() -> None:
-    args = parse_args()
-    export(load_config(args.config, args.overrides), args.checkpoint, args.split, args.out)
+def main(argv: list[str] | None = None) -> dict:
+    args, overrides = parse_args(argv)
+    return export(
+        config_for_checkpoint(args.config, overrides, args.checkpoint), args.checkpoint, args.split, args.out
+    )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

@@ -15,20 +15,23 @@ the val image 2008_005245): 903 classes listed by the file are absent from the m
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from datasets.voc import class_names, read_cls_labels, write_cls_labels
 from datasets.voc_labels import compare_cls_labels, derive_cls_labels, format_comparison
+from utils.cli import add_debug_flag, run
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masks", required=True, help="folder of <id>.png class-index masks")
     parser.add_argument("--ids", required=True, nargs="+", help="split list file(s), one id per line")
     parser.add_argument("--out", required=True, help="cls_labels.txt to write")
     parser.add_argument("--num-classes", type=int, default=21, help="classes including background")
     parser.add_argument("--compare", default=None, help="existing cls_labels.txt to compare with")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return parser.parse_args(argv)
 
 
 def read_ids(paths: list[str]) -> list[str]:
@@ -40,8 +43,8 @@ def read_ids(paths: list[str]) -> list[str]:
     return list(ids)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     derived = derive_cls_labels(args.masks, read_ids(args.ids), args.num_classes)
     header = (
         f"image_id followed by the indices (0-{args.num_classes - 2}, no background) of the classes "
@@ -60,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

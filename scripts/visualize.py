@@ -12,15 +12,25 @@ chosen pixels, as PNG files (code and picture layout in utils/visualize_lib.py).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from utils.config import load_config
+from utils.checkpoint_config import config_for_checkpoint
+from utils.cli import add_debug_flag, run, split_overrides
+from utils.errors import UsageError
 from utils.visualize_lib import visualize
 
+CONFIG_HELP = (
+    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
+)
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Visualise AFA's CAMs, affinity and attention.")
-    parser.add_argument("--config", required=True, help="YAML config of the checkpoint's network and data")
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        description="Visualise AFA's CAMs, affinity and attention.",
+        epilog="other arguments: key=value config overrides, e.g. device=cpu",
+    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
     parser.add_argument("--ids", nargs="+", default=[], help="image ids of the split")
     parser.add_argument("--split", help="split of --ids (default infer.split)")
@@ -29,21 +39,22 @@ def parse_args() -> argparse.Namespace:
         "--pixel", nargs=2, type=int, action="append", default=[], metavar=("ROW", "COL"), help="repeatable"
     )
     parser.add_argument("--out", help="output folder (default <work_dir.dir>/visualize)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. device=cpu")
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args, overrides = split_overrides(parser, argv)
     if not args.ids and not args.images:
-        parser.error("give --ids and/or --images")
-    return args
+        raise UsageError("nothing to draw: give --ids and/or --images")
+    return args, overrides
 
 
-def main() -> None:
-    args = parse_args()
-    cfg = load_config(args.config, args.overrides)
+def main(argv: list[str] | None = None) -> list[Path]:
+    args, overrides = parse_args(argv)
+    cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     out = args.out or Path(cfg.work_dir.dir) / "visualize"
     pixels = [tuple(p) for p in args.pixel]
     written = visualize(cfg, args.checkpoint, out, args.ids, args.split, args.images, pixels)
     print(f"{len(written)} pictures -> {out}")
+    return written
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

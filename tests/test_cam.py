@@ -105,7 +105,7 @@ class RecordingModel(torch.nn.Module):
         self.calls: list[tuple[int, ...]] = []
         self.flip_ok: list[bool] = []
 
-    def forward_cam(self, x: torch.Tensor, run_decoder: bool = True) -> CAMOutput:
+    def forward_cam(self, x: torch.Tensor, run_decoder: bool = True, with_affinity: bool = True) -> CAMOutput:
         self.calls.append(tuple(x.shape))
         b = x.shape[0] // 2
         self.flip_ok.append(torch.equal(x[b:], x[:b].flip(-1)))

@@ -181,6 +181,6 @@ def test_cli_voc_classes(tmp_path):
         [sys.executable, str(REPO / "scripts" / "make_coco_masks.py"), *args],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
-    assert "split val2017: 79 images, 15 without foreground" in result.stdout
+    assert "split val: 79 images, 15 without foreground" in result.stdout  # named train/val by default
     assert len(list((tmp_path / "SegmentationClassAug").iterdir())) == 79
     assert (tmp_path / "JPEGImages" / "000000034417.jpg").is_file()

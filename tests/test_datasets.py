@@ -22,6 +22,7 @@ from datasets.voc import (
     read_name_list,
     write_cls_labels,
 )
+from utils.errors import DataError
 
 SIZES = {"a": (40, 56), "b": (70, 30), "c": (50, 50)}  # (H, W)
 LABELS = {"a": [0, 14], "b": [], "c": [19]}
@@ -151,7 +152,7 @@ def test_seeded_items_are_deterministic_and_match_global_path(voc_root, restore_
 
 def test_missing_cls_label_names_id_and_file(voc_root):
     (voc_root / "extra.txt").write_text("a\nzzz_404\n")
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(DataError) as info:
         VOCClsDataset(voc_root, voc_root, split="extra")
     assert "zzz_404" in str(info.value) and str(voc_root / "cls_labels.txt") in str(info.value)
 

@@ -36,9 +36,11 @@ PARITY_CASES = (
     "train_iteration_7000",
     "msc_flip_inference",
     "dense_crf",
+    "aream_propagation",
+    "aream_entropy",
+    "aream_aff_loss",
 )
 PENDING_CASES = ("rloss_bilateral_filter", "rloss_energy_loss")
-AREAM_PENDING_CASES = ("aream_propagation", "aream_entropy", "aream_aff_loss")
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
@@ -50,7 +52,7 @@ def describe(check: Check) -> str:
 
 def test_case_list_is_complete(golden_dir):
     """A case added to (or removed from) the golden set must be added here too."""
-    expected = set(PARITY_CASES) | set(PENDING_CASES) | set(AREAM_PENDING_CASES)
+    expected = set(PARITY_CASES) | set(PENDING_CASES)
     assert {p.stem for p in case_files(golden_dir)} == expected
 
 
@@ -66,13 +68,6 @@ def test_golden_parity(golden_dir, name):
 def test_rloss_cases_are_pending(golden_dir, name):
     """The regularised loss (spec Appendix B) is not built yet; this flips when it lands."""
     with pytest.raises(NotImplementedError, match="regularised loss"):
-        run_case(golden_dir / f"{name}.npz")
-
-
-@pytest.mark.parametrize("name", AREAM_PENDING_CASES)
-def test_aream_cases_are_pending(golden_dir, name):
-    """The AReAM mode (spec §8.5) is not built yet; this flips when it lands."""
-    with pytest.raises(NotImplementedError, match="AReAM"):
         run_case(golden_dir / f"{name}.npz")
 
 

@@ -39,6 +39,7 @@ def test_split_lists_shipped():
         assert len((REPO / rel).read_text().split()) == n, rel
 
 
-def test_ci_runs_exactly_make_test():
+def test_ci_runs_make_test_then_the_slurm_cluster_test():
     lines = [x for x in (REPO / ".ci/run").read_text().splitlines() if x and not x.startswith("#")]
-    assert lines[-1] == "make test"
+    assert lines[-2:] == ["make test", "bash scripts/slurm_local.sh test"]
+    assert "set -euo pipefail" in lines  # either failing fails CI

@@ -116,8 +116,9 @@ def test_long_key_lists_are_truncated() -> None:
 def test_missing_file_gives_download_hint(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as err:
         load_mit_pretrained(build_mit("mit_b0"), tmp_path / "mit_b1.pth")
-    message = str(err.value)
+    message, hint = str(err.value), err.value.hint
     assert "mit_b1.pth" in message
+    message = hint  # the download hint: one line of its own
     assert "NVlabs/SegFormer" in message
     assert "pretrained/<variant>.pth" in message
     assert "scripts/convert_weights.py" in message

@@ -8,11 +8,15 @@ its source in a comment; an unknown key or a value of the wrong type is an error
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from utils.errors import ConfigError, MissingFileError
 
 
 @dataclass
@@ -55,7 +59,11 @@ class TrainConfig:
     stop_iter: int | None = None  # end the process after this many iterations (time limits); --resume goes on
     seed: int = 1  # reference setup_seed(1)
     amp: str = "none"  # none | bf16 (not the reference)
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    tf32: bool = False  # CUDA: TF32 matmuls and cuDNN convolutions (faster, ~1e-3 from float32)
+    deterministic: bool = False  # deterministic CUDA kernels where they exist (dist.set_deterministic)
+    overwrite: bool = False  # train into a work dir that holds checkpoints, deleting them (not --resume)
+    skip_nonfinite: bool = False  # skip (count) a step whose total loss is not finite instead of stopping
+    max_nonfinite_in_a_row: int = 10  # with skip_nonfinite: stop after this many skipped steps in a row
 
 
 @dataclass
@@ -80,6 +88,18 @@ class AfaConfig:
     radius: int = 8  # affinity window on the token grid
     seg_label_switch_iter: int = 6000  # seg target: PAR-refined CAM label while n_iter <= this; COCO 15000
     aff_label_switch_iter: int | None = None  # COCO 15000: affinity labels from the propagated label after it
+
+
+@dataclass
+class AReAMConfig:
+    """Optional AReAM mode (S002, spec §8.5): per-layer affinity supervision weighted by entropy."""
+
+    enabled: bool = False  # off: AFA exactly
+    layer_index: int | None = None  # first supervised ("deep") block; default: the first stage-4 block
+    entropy_file: str | None = None  # scripts/layer_entropy.py output; None: uniform "agg." weights
+    mode: str = "add"  # add: AFA's head and loss stay, Eq. 16 added | replace: Eq. 9 label and Eq. 16 only
+    grid_conversion: str = "expand"  # 1/32-grid maps: expand (attention to 1/16) | reduce (CAM to 1/32)
+    loss_weight: float = 0.1  # weight of Eq. 16 (the authors' 0.1 affinity weight)
 
 
 @dataclass
@@ -137,17 +157,40 @@ class Config:
     cam: CamConfig = field(default_factory=CamConfig)
     par: ParConfig = field(default_factory=ParConfig)
     afa: AfaConfig = field(default_factory=AfaConfig)
+    aream: AReAMConfig = field(default_factory=AReAMConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     val: ValConfig = field(default_factory=ValConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     work_dir: WorkDirConfig = field(default_factory=WorkDirConfig)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun each rank uses its local rank's GPU)
+    dist_timeout_s: float = 900.0  # rendezvous and collectives: a dead or stuck rank fails the job
 
 
-class ConfigError(ValueError):
-    """A configuration file or override that does not fit the schema."""
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def schema_keys(node: DictConfig | None = None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (``train.max_iters``, ``device``, ...)."""
+    node = OmegaConf.structured(Config) if node is None else node
+    keys = []
+    for name in node:
+        value = node[name]
+        if isinstance(value, DictConfig):
+            keys += schema_keys(value, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _suggestion(key: str) -> str | None:
+    close = difflib.get_close_matches(key, schema_keys(), n=1, cutoff=0.6)
+    return (
+        f"did you mean {close[0]}? (all keys: utils/config.py)"
+        if close
+        else "the keys are in utils/config.py"
+    )
 
 
 def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
@@ -156,7 +199,12 @@ def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         first_line = str(err).splitlines()[0]
-        raise ConfigError(f"{source}: invalid config key '{key}': {first_line}") from None
+        hint = None
+        if "Did you mean" in first_line:  # OmegaConf's own suggestion
+            hint = "all keys, with their sources: utils/config.py"
+        elif "not in" in first_line:
+            hint = _suggestion(key)
+        raise ConfigError(f"{source}: invalid config key '{key}': {first_line}", hint=hint) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DictConfig:
@@ -170,18 +218,37 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        cfg = _merge(cfg, OmegaConf.load(path), str(path))
+            raise MissingFileError(
+                f"config file not found: {path}", hint="give an existing YAML with --config"
+            )
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and OmegaConf's own: the file is not valid YAML
+            first = str(err).strip().splitlines()[0]
+            raise ConfigError(f"{path} is not a valid YAML config: {first}") from err
+        cfg = _merge(cfg, loaded, str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: DictConfig, overrides: list[str] | None = None) -> DictConfig:
+    """``cfg`` with ``key=value`` overrides merged in order, then validated (errors name the key)."""
     for item in overrides or []:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value", hint="e.g. train.max_iters=100"
+            )
         cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
     validate(cfg)
     return cfg
 
 
+def _is_range(values: list[float]) -> bool:
+    return len(values) == 2 and 0 < values[0] <= values[1]
+
+
 def validate(cfg: DictConfig) -> None:
-    """Cross-field checks the schema cannot express."""
+    """Cross-field checks the schema cannot express; a short schedule is allowed with a warning."""
+    t = cfg.train
     checks = [
         (cfg.dataset.name in ("voc", "coco"), "dataset.name must be 'voc' or 'coco'"),
         (cfg.model.pooling in ("gmp", "gap"), "model.pooling must be 'gmp' or 'gap'"),
@@ -190,11 +257,44 @@ def validate(cfg: DictConfig) -> None:
         (cfg.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (len(cfg.backbone.stride) == 4, "backbone.stride needs 4 entries"),
         (cfg.cam.low_thre < cfg.cam.high_thre, "cam.low_thre must be below cam.high_thre"),
-        (cfg.train.cam_iters < cfg.train.max_iters, "train.cam_iters must be below train.max_iters"),
+        (
+            DEVICE_PATTERN.match(cfg.device) is not None,
+            f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N",
+        ),
+        (cfg.dataset.num_classes >= 2, "dataset.num_classes must be >= 2 (background included)"),
+        (cfg.dataset.crop_size > 0, "dataset.crop_size must be positive"),
+        (_is_range(cfg.dataset.rescale_range), "dataset.rescale_range must be [lo, hi] with 0 < lo <= hi"),
+        (cfg.dataset.num_workers >= 0, "dataset.num_workers must be >= 0"),
+        (t.max_iters >= 1, "train.max_iters must be >= 1"),
+        (
+            min(t.eval_iters, t.log_iters, t.ckpt_iters or 1) >= 1,
+            "train.eval_iters, log_iters, ckpt_iters must be >= 1",
+        ),
+        (t.stop_iter is None or t.stop_iter >= 1, "train.stop_iter must be >= 1"),
+        (cfg.val.max_images is None or cfg.val.max_images >= 1, "val.max_images must be >= 1"),
+        (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row must be >= 1"),
+        (
+            len(cfg.cam.scales) > 0 and len(cfg.infer.scales) > 0,
+            "cam.scales and infer.scales must not be empty",
+        ),
+        (cfg.aream.mode in ("add", "replace"), "aream.mode must be 'add' or 'replace'"),
+        (cfg.aream.grid_conversion in ("expand", "reduce"), "aream.grid_conversion: 'expand' or 'reduce'"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def training_warnings(cfg: DictConfig) -> list[str]:
+    """Settings that run but may not be what the user meant (the trainer prints them)."""
+    t = cfg.train
+    warnings = []
+    if t.cam_iters >= t.max_iters:
+        warnings.append(
+            f"train.cam_iters={t.cam_iters} >= train.max_iters={t.max_iters}: a short schedule, "
+            "classification only (no seg or affinity loss); fine for a smoke run"
+        )
+    return warnings
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:

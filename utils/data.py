@@ -15,8 +15,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datasets.checks import check_split
 from datasets.coco import COCOClsDataset, COCOSegDataset
 from datasets.voc import VOCClsDataset, VOCSegDataset
+from utils.errors import DataError
 
 
 class SeededShardSampler(Sampler):
@@ -38,9 +40,10 @@ class SeededShardSampler(Sampler):
         self.epoch = 0
         self.start_batch = 0
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise DataError(
                 f"{num_samples} training images cannot fill one batch of {batch_size} "
-                f"on each of {world_size} processes"
+                f"on each of {world_size} processes",
+                hint="lower train.batch_size or use more images",
             )
 
     @property
@@ -66,9 +69,10 @@ class SeededShardSampler(Sampler):
 
 
 def build_train_dataset(cfg: DictConfig) -> Dataset:
-    """The classification training set of ``cfg.dataset`` with the reference augmentation."""
+    """The classification training set of ``cfg.dataset`` with the reference augmentation, checked
+    (``check_split``: ids, files, first samples) before any worker starts."""
     cls = VOCClsDataset if cfg.dataset.name == "voc" else COCOClsDataset
-    return cls(
+    dataset = cls(
         cfg.dataset.root_dir,
         cfg.dataset.name_list_dir,
         split=cfg.train.split,
@@ -76,18 +80,23 @@ def build_train_dataset(cfg: DictConfig) -> Dataset:
         scale_range=tuple(cfg.dataset.rescale_range),
         num_classes=cfg.dataset.num_classes,
     )
+    check_split(dataset)
+    return dataset
 
 
 def build_eval_dataset(cfg: DictConfig, split: str, with_labels: bool = True) -> Dataset:
-    """An evaluation set at original image size (labels optional, e.g. for VOC ``test``)."""
+    """An evaluation set at original image size (labels optional, e.g. for VOC ``test``), checked
+    like the training set (masks too, with labels)."""
     cls = VOCSegDataset if cfg.dataset.name == "voc" else COCOSegDataset
-    return cls(
+    dataset = cls(
         cfg.dataset.root_dir,
         cfg.dataset.name_list_dir,
         split=split,
         num_classes=cfg.dataset.num_classes,
         with_labels=with_labels,
     )
+    check_split(dataset, with_labels=with_labels)
+    return dataset
 
 
 def build_train_loader(dataset: Dataset, sampler: SeededShardSampler, num_workers: int) -> DataLoader:
@@ -99,7 +108,8 @@ def build_train_loader(dataset: Dataset, sampler: SeededShardSampler, num_worker
         num_workers=num_workers,
         drop_last=True,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
+        persistent_workers=num_workers > 0,  # no worker restart per epoch
+        prefetch_factor=4 if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(sampler.seed),
     )
 
@@ -111,6 +121,8 @@ def build_eval_loader(dataset: Dataset, indices: list[int], num_workers: int) ->
         batch_size=1,
         shuffle=False,
         num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,  # validation runs many times per training
         generator=torch.Generator().manual_seed(0),
     )
 

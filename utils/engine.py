@@ -7,7 +7,7 @@ with DDP; with ``resume=True`` it continues from ``checkpoints/last.pt`` exactly
 
 from __future__ import annotations
 
-import shutil
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,13 +15,22 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from datasets.voc import class_names
 from model.afa import AFANetwork
 from model.pseudo_labels import PseudoLabelSettings
 from model.weights import load_mit_pretrained
-from utils.checkpoint import load_checkpoint, rng_states, save_atomic, set_rng_states
-from utils.config import save_config
+from utils.aream_step import aream_settings
+from utils.checkpoint import (
+    copy_atomic,
+    find_resume_checkpoint,
+    gather_rng_states,
+    remove_stale_temporaries,
+    restore_rank_rng,
+    save_atomic,
+)
+from utils.config import save_config, training_warnings
 from utils.data import (
     SeededShardSampler,
     build_eval_dataset,
@@ -30,13 +39,16 @@ from utils.data import (
     build_train_loader,
     shard_indices,
 )
-from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed
+from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed, set_deterministic
+from utils.errors import ConfigError, notice
 from utils.evaluate import EvalSettings, validate
 from utils.logger import TensorBoard, format_scores, setup_text_log
+from utils.nonfinite import NonFiniteGuard
 from utils.optim import build_optimizer, build_scheduler
 from utils.progress import progress
 from utils.tb_images import training_panel
 from utils.train_step import StepResult, StepSettings, train_step, unwrap
+from utils.workdir import check_work_dir, clear_checkpoints
 
 
 def build_model(cfg: DictConfig) -> AFANetwork:
@@ -74,7 +86,12 @@ def step_settings(cfg: DictConfig) -> StepSettings:
     )
     amp = torch.bfloat16 if cfg.train.amp == "bf16" else None
     weights = {"cls": cfg.loss.cls, "seg": cfg.loss.seg, "aff": cfg.loss.aff}
-    return StepSettings(pseudo=pseudo, cam_iters=cfg.train.cam_iters, loss_weights=weights, amp_dtype=amp)
+    aream = aream_settings(cfg)
+    if aream is not None:
+        weights = aream.loss_weights(weights)
+    return StepSettings(
+        pseudo=pseudo, cam_iters=cfg.train.cam_iters, loss_weights=weights, amp_dtype=amp, aream=aream
+    )
 
 
 def eval_settings(cfg: DictConfig) -> EvalSettings:
@@ -98,7 +115,8 @@ class Run:
     best_step: int = -1
 
 
-def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
+def checkpoint_state(run: Run, cfg: DictConfig, rng: list[dict]) -> dict:
+    """What ``restore`` reads back; ``rng`` holds every rank's generator states (``gather_rng_states``)."""
     return {
         "model": unwrap(run.model).state_dict(),
         "optimizer": run.optimizer.state_dict(),
@@ -108,20 +126,27 @@ def checkpoint_state(run: Run, cfg: DictConfig) -> dict:
         "batch_in_epoch": run.batch_in_epoch,
         "best_miou": run.best_miou,
         "best_step": run.best_step,
-        "rng": rng_states(),
+        "rng": rng,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
 
 
-def restore(run: Run, path: Path) -> None:
-    """Load a ``checkpoint_state`` file into ``run``: weights, optimiser, RNG states, data position."""
-    state = load_checkpoint(path, map_location="cpu")  # RNG states must stay on the CPU
+def restore(run: Run, directory: Path, info: DistInfo) -> Path:
+    """Load the newest intact checkpoint of ``directory`` into ``run``; returns its path.
+
+    Weights, optimiser, schedule, data position, and this rank's own RNG states. ``last.pt`` unless
+    it is torn or missing, then the newest intact ``iter_<n>.pt`` (logged as a warning).
+    """
+    if info.is_main:
+        remove_stale_temporaries(directory)  # left by a process killed while writing
+    path, state = find_resume_checkpoint(directory)  # loaded on the CPU, as RNG states must be
     unwrap(run.model).load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
     run.best_miou, run.best_step = state["best_miou"], state["best_step"]
-    set_rng_states(state["rng"])
+    restore_rank_rng(state["rng"], info.rank, info.world_size, info.device)
+    return path
 
 
 def batches(run: Run, loader: torch.utils.data.DataLoader):
@@ -155,7 +180,7 @@ def setup_run(cfg: DictConfig, info: DistInfo) -> tuple[Run, torch.utils.data.Da
     )
     scheduler = build_scheduler(optimizer, s.warmup_iter, cfg.train.max_iters, s.warmup_ratio, s.power)
     if cfg.train.batch_size % info.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by {info.world_size} processes"
         )
     dataset = build_train_dataset(cfg)
@@ -200,10 +225,11 @@ def evaluate_and_keep_best(
         logger.info(format_scores(key, metrics[key], names if key == "seg" else None))
         tb.scalars({f"val/{key}_miou": 100 * metrics[key]["miou"]}, run.step)
     tb.scalars({"val/cls_f1": metrics["cls_f1"]}, run.step)
-    if metrics["seg"]["miou"] > run.best_miou:
+    if metrics["seg"]["miou"] > run.best_miou:  # the same on every rank (all-reduced metrics)
         run.best_miou, run.best_step = metrics["seg"]["miou"], run.step
+        rng = gather_rng_states(info.device)  # a collective: every rank
         if info.is_main:
-            save_atomic(checkpoint_state(run, cfg), ckpt_dir(cfg) / "best.pt")
+            save_atomic(checkpoint_state(run, cfg, rng), ckpt_dir(cfg) / "best.pt")
     return metrics
 
 
@@ -211,28 +237,36 @@ def ckpt_dir(cfg: DictConfig) -> Path:
     return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 
-def save_checkpoints(run: Run, cfg: DictConfig, periodic: bool) -> None:
-    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic``."""
+def save_checkpoints(run: Run, cfg: DictConfig, rng: list[dict], periodic: bool) -> None:
+    """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic`` (both atomic)."""
     last = ckpt_dir(cfg) / "last.pt"
-    save_atomic(checkpoint_state(run, cfg), last)
+    save_atomic(checkpoint_state(run, cfg, rng), last)
     if periodic:
-        shutil.copyfile(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
+        copy_atomic(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
 
 
 def train(cfg: DictConfig, resume: bool = False) -> dict:
     """Train as configured; returns the last validation metrics (empty if none ran)."""
-    configure_runtime()
-    info = init_distributed(cfg.device)
-    work = Path(cfg.work_dir.dir)
+    configure_runtime(tf32=cfg.train.tf32)
+    set_deterministic(cfg.train.deterministic)
+    info = init_distributed(cfg.device, cfg.dist_timeout_s)
+    warnings = training_warnings(cfg) + check_work_dir(cfg, resume)  # nothing is written before these
+    run, loader = setup_run(cfg, info)
+    resumed_from = restore(run, ckpt_dir(cfg), info) if resume else None
+    val_set = build_eval_dataset(cfg, cfg.val.split)
+    work = Path(cfg.work_dir.dir)  # the run is sure to start: now the work directory is written
     logger = setup_text_log(work / "train.log", info.is_main)
     tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
     if info.is_main:
+        for line in warnings:
+            notice(line)
+        if cfg.train.overwrite and not resume and clear_checkpoints(cfg):
+            logger.info(f"train.overwrite=true: deleted the old checkpoints of {ckpt_dir(cfg)}")
         save_config(cfg, work / "config.yaml")
-    run, loader = setup_run(cfg, info)
-    if resume:
-        restore(run, ckpt_dir(cfg) / "last.pt")
-        logger.info(f"resumed from {ckpt_dir(cfg) / 'last.pt'} at iteration {run.step}")
-    val_set = build_eval_dataset(cfg, cfg.val.split)
+    if resumed_from is not None:
+        logger.info(f"resumed from {resumed_from} at iteration {run.step}")
+        if resumed_from.name != "last.pt":
+            logger.warning(f"last.pt was torn or missing: resumed from the older {resumed_from.name}")
     val_loader = build_eval_loader(
         val_set,
         shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),
@@ -243,6 +277,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     metrics: dict = {}
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
+    guard = NonFiniteGuard(t.skip_nonfinite, t.max_nonfinite_in_a_row)
     names = class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes)
     steps = range(run.step, t.max_iters)
     bar = progress(steps, desc="train", initial=run.step, total=t.max_iters, disable=not info.is_main)
@@ -252,45 +287,71 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
             k: v.to(info.device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in next(data).items()
         }
-        result = train_step(run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
+        step = functools.partial(train_step, run.model, run.optimizer, run.scheduler, batch, n_iter, settings)
+        result = guard.step(step, run.scheduler)
         run.step = n_iter + 1
-        bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
-        if run.step % t.log_iters == 0 and info.is_main:
+        if result is None:
+            logger.warning(f"skipped step ({guard.skipped} so far, train.skip_nonfinite): {guard.last}")
+            tb.scalars({"train/nonfinite_skips": guard.skipped}, run.step)
+        elif run.step % t.log_iters == 0 and info.is_main:  # loss values leave the device only here
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in result.losses.items()})
             seconds = (time.perf_counter() - tic) / t.log_iters
             log_step(run, result, batch, tb, logger, seconds, names)
+        del result, batch  # the next step's peak memory holds none of this step's tensors
         if run.step % t.eval_iters == 0 or run.step == t.max_iters:
             metrics = evaluate_and_keep_best(run, cfg, val_loader, info, tb, logger)
         stopping = run.step == t.stop_iter
-        if info.is_main and (run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping):
-            save_checkpoints(run, cfg, periodic=run.step % ckpt_iters == 0)
+        if run.step % ckpt_iters == 0 or run.step == t.max_iters or stopping:
+            rng = gather_rng_states(info.device)  # a collective: every rank
+            if info.is_main:
+                save_checkpoints(run, cfg, rng, periodic=run.step % ckpt_iters == 0)
         if stopping:
             logger.info(f"stopping at iteration {run.step} (train.stop_iter); continue with --resume")
             break
         if run.step % t.log_iters == 0:
             tic = time.perf_counter()  # validation and checkpoints stay out of the s/it figure
-    logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} at iteration {run.best_step}")
+    if run.best_step < 0:
+        logger.info(f"done at iteration {run.step}: no validation ran yet (train.eval_iters), no best.pt")
+    else:
+        logger.info(f"done: best seg mIoU {100 * run.best_miou:.2f} % at iteration {run.best_step}")
+    if guard.skipped:
+        logger.info(f"{guard.skipped} non-finite step(s) skipped (train.skip_nonfinite)")
     tb.close()
     cleanup()
     return metrics
 
 
 def parse_args(argv: list[str] | None, default_config: str) -> tuple[str, bool, list[str]]:
-    """``--config FILE [--resume] [key=value ...]``: everything else is a config key."""
+    """``--config FILE``, ``--resume`` and ``key=value`` overrides, in any order."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Train AFA (Ru et al., CVPR 2022).")
+    from utils.cli import add_debug_flag, split_overrides
+
+    parser = argparse.ArgumentParser(
+        description="Train AFA (Ru et al., CVPR 2022).", epilog="other arguments: key=value config overrides"
+    )
     parser.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     parser.add_argument(
-        "--resume", action="store_true", help="continue from <work_dir.dir>/checkpoints/last.pt"
+        "--resume",
+        action="store_true",
+        help="continue from <work_dir.dir>/checkpoints/last.pt (or the newest intact iter_<n>.pt)",
     )
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. dataset.root_dir=/data/VOC2012")
-    args = parser.parse_args(argv)
-    return args.config, args.resume, args.overrides
+    add_debug_flag(parser)
+    args, overrides = split_overrides(parser, argv)
+    return args.config, args.resume, overrides
 
 
+@record  # under torchrun, a failing rank's traceback is reported as the job's root cause
 def main(argv: list[str] | None = None, default_config: str = "configs/voc.yaml") -> dict:
     """Command-line entry shared by ``train_voc.py`` and ``train_coco.py``."""
     from utils.config import load_config
 
     config, resume, overrides = parse_args(argv, default_config)
     return train(load_config(config, overrides), resume=resume)
+
+
+def cli(default_config: str) -> int:
+    """``main`` behind ``utils.cli.run``: one-line errors and an exit status."""
+    from utils.cli import run
+
+    return run(lambda argv: main(argv, default_config))

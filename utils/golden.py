@@ -24,6 +24,7 @@ from model import affinity, cam, losses, par, refine
 from model.inference import msc_flip_inference
 from model.pseudo_labels import PseudoLabelSettings
 from utils.crf import CRFParams, dense_crf
+from utils.golden_aream import AREAM_CASES
 from utils.metrics import scores
 from utils.optim import build_optimizer, build_scheduler
 from utils.train_step import StepSettings, train_step
@@ -77,8 +78,9 @@ class Check:
 class CaseData:
     """A case's arrays plus the lazily built network of its directory."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, device: str | torch.device = "cpu") -> None:
         self.path = path
+        self.device = torch.device(device)
         with np.load(path) as data:
             self.arrays = {k: data[k] for k in data.files}
 
@@ -86,7 +88,7 @@ class CaseData:
         return self.arrays[key]
 
     def t(self, key: str) -> Tensor:
-        return torch.from_numpy(np.array(self.arrays[key]))
+        return torch.from_numpy(np.array(self.arrays[key])).to(self.device)
 
     def f(self, key: str) -> float:
         return float(self.arrays[key])
@@ -106,7 +108,7 @@ class CaseData:
             raise FileNotFoundError(
                 f"{self.path.name} needs {state} (the network the case was computed with)"
             )
-        return build_from_golden_state(state).eval()
+        return build_from_golden_state(state).eval().to(self.device)
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -361,13 +363,11 @@ CASES: dict[str, Callable[[CaseData], list[Check]]] = {
     "train_iteration": case_train_iteration,
     "msc_flip_inference": case_msc_flip_inference,
     "dense_crf": case_dense_crf,
+    **AREAM_CASES,
 }
 NOT_IMPLEMENTED = {
     "rloss_bilateral_filter": "regularised loss (spec Appendix B) not implemented yet",
     "rloss_energy_loss": "regularised loss (spec Appendix B) not implemented yet",
-    "aream_propagation": "AReAM mode (spec §8.5) not implemented yet",
-    "aream_entropy": "AReAM mode (spec §8.5) not implemented yet",
-    "aream_aff_loss": "AReAM mode (spec §8.5) not implemented yet",
 }
 
 
@@ -384,7 +384,7 @@ def case_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.npz") if p.name != "model_state.npz")
 
 
-def run_case(path: Path) -> list[Check]:
+def run_case(path: Path, device: str | torch.device = "cpu") -> list[Check]:
     """Run one case file; raises KeyError for an unknown case and NotImplementedError for a pending one."""
     kind = case_kind(path)
     if kind is None:
@@ -392,4 +392,4 @@ def run_case(path: Path) -> list[Check]:
     if kind in NOT_IMPLEMENTED:
         raise NotImplementedError(NOT_IMPLEMENTED[kind])
     torch.manual_seed(0)
-    return CASES[kind](CaseData(path))
+    return CASES[kind](CaseData(path, device))

@@ -47,9 +47,11 @@ from utils.crf import CRFParams, dense_crf
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.engine import build_model
+from utils.errors import DataError, MissingFileError
 from utils.metrics import confusion_matrix, scores_from_confusion
 from utils.progress import progress
 from utils.visual import overlay_label, panel
+from utils.workdir import ensure_writable
 
 MODES = ("single_scale", "multi_scale", "multi_scale_crf")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -69,9 +71,21 @@ class InferSettings:
     overlay: bool = False
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: Slurm, cgroups, taskset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_crf_workers(world_size: int = 1) -> int:
-    """80 % of the CPUs (the authors' joblib setting), shared among the processes of this machine."""
-    return max(1, int(0.8 * (os.cpu_count() or 1)) // world_size)
+    """80 % of the usable CPUs (the authors' joblib setting), shared among this node's processes.
+
+    The processes per node are torchrun's ``LOCAL_WORLD_SIZE`` when set, else ``world_size``.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return max(1, int(0.8 * usable_cpus()) // max(local, 1))
 
 
 # --------------------------------------------------------------------------- inputs
@@ -91,9 +105,14 @@ def list_images(source: str | Path) -> list[Path]:
         paths = [Path(line) for line in lines if line and not line.startswith("#")]
         paths = [p if p.is_absolute() else source.parent / p for p in paths]
     else:
-        raise FileNotFoundError(f"image folder or list file not found: {source}")
+        raise MissingFileError(f"image folder or list file not found: {source}")
     if not paths:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise MissingFileError(
+            f"{len(absent)} listed image(s) missing, e.g. {absent[0]} (listed in {source})"
+        )
     return paths
 
 
@@ -103,7 +122,7 @@ def unique_names(paths: list[Path]) -> list[str]:
     names = [p.stem if counts[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in paths]
     clashes = [n for n, k in Counter(names).items() if k > 1]
     if clashes:
-        raise ValueError(f"several images would be written as {clashes[0]}.png; rename them")
+        raise DataError(f"several images would be written as {clashes[0]}.png; rename them")
     return names
 
 
@@ -144,9 +163,15 @@ def build_split_dataset(cfg: DictConfig, split: str) -> tuple[Dataset, bool]:
         return build_eval_dataset(cfg, split, with_labels=True), True
     if len(missing) == len(probe.names):
         return probe, False
-    raise FileNotFoundError(
-        f"split {split}: {len(missing)} of {len(probe.names)} masks missing, e.g. {missing[0]}"
+    raise MissingFileError(
+        f"split {split}: {len(missing)} of {len(probe.names)} masks missing, e.g. {missing[0]}",
+        hint="restore the masks, or remove their ids from the split list",
     )
+
+
+def mask_folder(dataset: Dataset) -> Path:
+    """Where the masks of a split are looked for."""
+    return Path(dataset.label_path(dataset.names[0])).parent
 
 
 def to_uint8_image(x: Tensor) -> np.ndarray:
@@ -355,18 +380,25 @@ def scores_report(hists: dict[str, Tensor], names: list[str]) -> dict[str, dict]
 
 
 def format_table(scores: dict[str, dict], names: list[str]) -> str:
-    """Classes (rows) × modes (columns) IoU table in percent, then mIoU, pAcc and mAcc."""
+    """Classes (rows) × modes (columns) IoU table in percent, then mIoU, pAcc and mAcc.
+
+    Classes absent from the ground truth (no IoU in any mode) get no row but one line that counts them.
+    """
     modes = list(scores)
-    width = max(16, *(len(n) + 2 for n in names))
+    absent = [n for n in names if all(scores[m]["iou"][n] is None for m in modes)]
+    names = [n for n in names if n not in absent]
+    width = max(16, *(len(n) + 2 for n in names)) if names else 16
 
     def row(title: str, values: list[float | None]) -> str:
         cells = "".join(f"{'-' if v is None else f'{v:.2f}':>17}" for v in values)
         return f"{title:<{width}}{cells}"
 
-    lines = [f"{'class':<{width}}" + "".join(f"{m:>17}" for m in modes)]
+    lines = [f"{'IoU (%)':<{width}}" + "".join(f"{m:>17}" for m in modes)]
     lines += [row(n, [scores[m]["iou"][n] for m in modes]) for n in names]
+    if absent:
+        lines.append(f"({len(absent)} classes absent from the ground truth, not scored)")
     lines.append("-" * (width + 17 * len(modes)))
-    lines += [row(key, [scores[m][key] for m in modes]) for key in ("miou", "pAcc", "mAcc")]
+    lines += [row(f"{key} (%)", [scores[m][key] for m in modes]) for key in ("miou", "pAcc", "mAcc")]
     return "\n".join(lines)
 
 
@@ -405,6 +437,7 @@ def infer(
     else:
         dataset, has_labels = ImageListDataset(list_images(images), cfg.dataset.num_classes), False
     out = Path(out_dir) if out_dir else Path(cfg.work_dir.dir) / ("images" if images else cfg.infer.split)
+    ensure_writable(out, "--out" if out_dir else "work_dir.dir")
     out.mkdir(parents=True, exist_ok=True)
     indices = shard_indices(len(dataset), info.rank, info.world_size, cfg.infer.max_images)
     s = infer_settings(cfg, images is not None, info.world_size, len(indices))
@@ -424,11 +457,15 @@ def infer(
         "scales": list(s.scales),
         "resize_long": s.resize_long,
         "crf": asdict(s.crf_params) if s.crf else None,
+        "units": "percent",  # every score (miou, pAcc, mAcc, iou) is 0..100
         "scores": scores_report(hists, names) if has_labels else None,
     }
     if info.is_main:
         (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(format_table(report["scores"], names) if has_labels else "no ground truth: masks only")
+        if has_labels:
+            print(format_table(report["scores"], names))
+        elif images is None:
+            print(f"no ground truth in {mask_folder(dataset)}: predictions only, not scored")
         print(f"{count} images -> {out}")
     cleanup()
     return report

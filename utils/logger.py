@@ -54,7 +54,7 @@ class TensorBoard:
 
 def format_scores(name: str, s: dict, class_names: list[str] | None = None) -> str:
     """One log line (and optional per-class IoU) of a ``scores_from_confusion`` dict, in percent."""
-    line = f"{name}: mIoU {100 * s['miou']:.2f}  pAcc {100 * s['pAcc']:.2f}  mAcc {100 * s['mAcc']:.2f}"
+    line = f"{name} (%): mIoU {100 * s['miou']:.2f}  pAcc {100 * s['pAcc']:.2f}  mAcc {100 * s['mAcc']:.2f}"
     if class_names:
         per_class = ", ".join(f"{n} {100 * v:.1f}" for n, v in zip(class_names, s["iou"]) if not np.isnan(v))
         line += f"\n    {per_class}"

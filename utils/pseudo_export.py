@@ -40,6 +40,7 @@ from utils.engine import step_settings
 from utils.infer import build_split_dataset, load_model, scores_report
 from utils.metrics import confusion_matrix
 from utils.progress import progress
+from utils.workdir import ensure_writable
 
 KINDS = ("pseudo", "refined", "cam")
 
@@ -124,6 +125,7 @@ def export(
     if not has_labels:
         dataset = WithClassLabels(dataset, cfg.dataset.name_list_dir, cfg.dataset.num_classes)
     out = Path(out_dir) if out_dir else Path(cfg.work_dir.dir) / "pseudo_labels" / split
+    ensure_writable(out, "--out" if out_dir else "work_dir.dir")
     out.mkdir(parents=True, exist_ok=True)
     indices = shard_indices(len(dataset), info.rank, info.world_size, cfg.infer.max_images)
     loader = build_eval_loader(dataset, indices, cfg.dataset.num_workers)
@@ -140,6 +142,7 @@ def export(
         "num_images": int(counts[-1]),
         "cam_scales": list(s.cam_scales),
         "labelled_percent": {k: 100.0 * int(counts[i]) / pixels for i, k in enumerate(KINDS)},
+        "units": "percent",  # scores and labelled fractions are 0..100
         "scores": scores_report(hists, names) if has_labels else None,
     }
     if info.is_main:
@@ -154,6 +157,6 @@ def format_summary(report: dict) -> str:
     lines = [f"{report['num_images']} images of split {report['split']}"]
     for kind in KINDS:
         scores = report["scores"][kind] if report["scores"] else None
-        miou = "no ground truth" if scores is None else f"mIoU {scores['miou']:.2f}"
+        miou = "no ground truth" if scores is None else f"mIoU {scores['miou']:.2f} %"
         lines.append(f"  {kind:<8} {miou}  (labelled {report['labelled_percent'][kind]:.1f} % of pixels)")
     return "\n".join(lines)

@@ -16,6 +16,9 @@ from model.afa import AFAOutput
 from model.cam import maybe_autocast, resize
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
+from utils.aream_step import AReAMSettings, aream_loss, make_aream_targets
+from utils.nonfinite import all_finite, nonfinite_error
+from utils.profiling import region, timed
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,19 @@ class StepSettings:
             n_iter ≤ cam_iters (0-based, so cam_iters + 1 warm iterations, as the reference).
         loss_weights: weights of the cls, seg and aff terms after the warm phase (1.0/0.1/0.1).
         amp_dtype: autocast dtype for the network passes (None: full precision, the reference).
+        aream: the optional AReAM mode (``utils/aream_step.py``); None is AFA exactly.
     """
 
     pseudo: PseudoLabelSettings = PseudoLabelSettings()
     cam_iters: int = 2000
     loss_weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "seg": 0.1, "aff": 0.1})
     amp_dtype: torch.dtype | None = None
+    aream: AReAMSettings | None = None
 
 
 class StepResult(NamedTuple):
     """Attributes:
-    losses: unweighted loss terms {"cls", "seg", "aff"} (scalars, before the update).
+    losses: unweighted loss terms {"cls", "seg", "aff"} (+ "aream" in AReAM mode), scalars, before the update.
     weights: the weight each term had in this iteration.
     total: the weighted sum that was back-propagated.
     output: the training forward's outputs.
@@ -63,6 +68,7 @@ def phase_weights(n_iter: int, settings: StepSettings) -> dict[str, float]:
     return {k: (0.0 if warm and k != "cls" else w) for k, w in settings.loss_weights.items()}
 
 
+@timed("losses")  # exclusive of the forward and pseudo-label regions inside
 def forward_losses(
     model: nn.Module, x: Tensor, cls_label: Tensor, img_box: Tensor, n_iter: int, settings: StepSettings
 ) -> StepResult:
@@ -73,11 +79,19 @@ def forward_losses(
         x: (B, 3, H, W) normalised crops; cls_label: (B, K); img_box: (B, 4).
         n_iter: 0-based iteration.
     """
+    aream = settings.aream
     # forward
-    with maybe_autocast(x.device, settings.amp_dtype):
-        output = model(x)
+    with region("forward_backward"), maybe_autocast(x.device, settings.amp_dtype):
+        output = model(x, logit_blocks=() if aream is None else aream.deep_blocks)
     # pseudo labels (no grad)
-    targets = make_targets(unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype)
+    if aream is None:
+        targets = make_targets(
+            unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype
+        )
+    else:
+        targets, aream_label = make_aream_targets(
+            unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, aream, settings.amp_dtype
+        )
     # losses
     seg = resize(output.seg_logits.float(), tuple(x.shape[-2:]))
     losses = {
@@ -85,6 +99,8 @@ def forward_losses(
         "seg": segmentation_loss(seg, targets.seg_label, settings.pseudo.ignore_index),
         "aff": affinity_loss(output.aff_pred.float(), targets.aff_label),
     }
+    if aream is not None:
+        losses["aream"] = aream_loss(unwrap(model), output, aream_label, aream, settings.pseudo.ignore_index)
     weights = phase_weights(n_iter, settings)
     total = sum(weights[k] * losses[k] for k in losses)
     return StepResult(losses, weights, total, output, targets)
@@ -101,15 +117,18 @@ def train_step(
     """One full iteration: losses, backward, optimiser and scheduler step.
 
     Raises:
-        FloatingPointError: if the total loss is not finite (names the offending terms).
+        NonFiniteLossError: (a FloatingPointError) before any update if the total loss is not finite on
+            any process; names the iteration, the terms and the batch's image ids.
     """
     result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter, settings)
-    if not torch.isfinite(result.total):
-        bad = {k: float(v) for k, v in result.losses.items()}
-        raise FloatingPointError(f"non-finite loss at iteration {n_iter}: {bad}")
     # step
     optimizer.zero_grad(set_to_none=True)
-    result.total.backward()
-    optimizer.step()
-    scheduler.step()
+    with region("forward_backward"):
+        result.total.backward()
+    # checked once the backward is queued (on a GPU the check waits for the device), before any update
+    if not all_finite(result.total):
+        raise nonfinite_error(n_iter, result.losses, batch.get("name"))
+    with region("optimizer"):
+        optimizer.step()
+        scheduler.step()
     return result

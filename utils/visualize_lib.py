@@ -39,6 +39,7 @@ from model.cam import mask_absent_classes
 from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.dist import resolve_device
 from utils.engine import step_settings
+from utils.errors import DataError
 from utils.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
 from utils.infer import (
     ImageListDataset,
@@ -56,6 +57,7 @@ from utils.token_maps import (
     token_map_to_image,
 )
 from utils.visual import grey, heatmap, overlay_heatmap, overlay_label
+from utils.workdir import ensure_writable
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,7 @@ def visualize(
 ) -> list[Path]:
     """Write the pictures of split images ``ids`` (of ``split``, default ``infer.split``) and of image
     files or folders ``images``; returns the written paths."""
+    ensure_writable(out_dir, "--out")
     device = resolve_device(cfg.device)
     model = load_model(cfg, checkpoint, device)
     names = tuple(class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes))
@@ -174,7 +177,7 @@ def visualize(
         dataset, has_labels = build_split_dataset(cfg, split or cfg.infer.split)
         unknown = [i for i in ids if i not in dataset.names]
         if unknown:
-            raise KeyError(f"image id {unknown[0]!r} is not in split {split or cfg.infer.split}")
+            raise DataError(f"image id {unknown[0]!r} is not in split {split or cfg.infer.split}")
         items += [(dataset[dataset.names.index(i)], has_labels) for i in ids]
     if images:
         paths = [

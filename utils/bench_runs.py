@@ -1,0 +1,162 @@
+"""The built-in benchmarks: train-step, validate, infer, par, random-walk (see ``utils/bench.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+
+import torch
+
+from model.affinity import propagate_with_bkg, radius_mask
+from model.cam import denormalize
+from model.inference import AUTHORS_TEST_SCALES, msc_flip_inference
+from model.par import pixel_adaptive_refine
+from utils.bench import (
+    Subcommand,
+    bench_config,
+    device_of,
+    random_batch,
+    random_images,
+    register,
+    settings_of,
+    timed_loop,
+)
+
+
+def phase_iteration(phase: int, cam_iters: int, seg_switch_iter: int) -> int:
+    """A 0-based iteration of the phase: 1 warm (cls only), 2 CAM-label seg target, 3 propagated target."""
+    return {1: 0, 2: cam_iters + 1, 3: seg_switch_iter + 1}[phase]
+
+
+def _train_step(args: argparse.Namespace) -> dict:
+    """The engine's ``train_step`` on a fixed random batch at the iteration of ``--phase``."""
+    from utils.engine import build_model, step_settings
+    from utils.optim import build_optimizer, build_scheduler
+    from utils.train_step import train_step
+
+    device = device_of(args.device)
+    cfg = bench_config(args)
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device).train()
+    o, s = cfg.optimizer, cfg.scheduler
+    optimizer = build_optimizer(model.param_groups(), o.learning_rate, o.weight_decay, tuple(o.betas))
+    scheduler = build_scheduler(optimizer, s.warmup_iter, cfg.train.max_iters, s.warmup_ratio, s.power)
+    settings = step_settings(cfg)
+    batch = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)
+    n_iter = phase_iteration(args.phase, cfg.train.cam_iters, cfg.afa.seg_label_switch_iter)
+
+    def step() -> None:
+        train_step(model, optimizer, scheduler, batch, n_iter, settings)
+
+    res = timed_loop(step, args.iters, args.warmup, device)
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"], "n_iter": n_iter}
+
+
+def _eval_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
+    from utils.engine import build_model
+
+    torch.manual_seed(0)
+    return build_model(bench_config(args)).to(device).eval()
+
+
+def _validate(args: argparse.Namespace) -> dict:
+    """``utils.evaluate.validate`` over ``--batch`` random crop×(3/4·crop) images (seconds per image)."""
+    from utils.engine import eval_settings
+    from utils.evaluate import validate
+
+    device = device_of(args.device)
+    cfg = bench_config(args)
+    model = _eval_model(args, device)
+    h, w = args.crop * 3 // 4, args.crop
+    data = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)
+    images = random_images(args.batch, h, w, device, seed=3)
+    label = torch.randint(
+        0, cfg.dataset.num_classes, (args.batch, h, w), generator=torch.Generator().manual_seed(4)
+    )
+    loader = [
+        {"image": images[i : i + 1], "label": label[i : i + 1], "cls_label": data["cls_label"][i : i + 1]}
+        for i in range(args.batch)
+    ]
+    settings = eval_settings(cfg)
+    res = timed_loop(
+        lambda: validate(model, loader, settings, device, show=False), args.iters, args.warmup, device
+    )
+    per_image = res["sec_per_iter"] / args.batch
+    return res | {"sec_per_image": per_image, "images_per_sec": 1.0 / per_image, "image_size": [h, w]}
+
+
+def _infer(args: argparse.Namespace) -> dict:
+    """``msc_flip_inference`` (authors' scales, long side = ``--crop``) on a batch of random images."""
+    device = device_of(args.device)
+    model = _eval_model(args, device)
+    x = random_images(args.batch, args.crop * 3 // 4, args.crop, device, seed=5)
+    res = timed_loop(
+        lambda: msc_flip_inference(model, x, AUTHORS_TEST_SCALES, args.crop), args.iters, args.warmup, device
+    )
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"]}
+
+
+def _par(args: argparse.Namespace) -> dict:
+    """One PAR call as in ``refine_cams_with_bkg``: half-crop grid, 2×3 mask channels, 10 iterations."""
+    device = device_of(args.device)
+    cfg = bench_config(args)
+    small = args.crop // 2
+    images01 = denormalize(random_images(args.batch, small, small, device, seed=6))
+    masks = torch.rand(args.batch, 6, small // 4, small // 4, generator=torch.Generator().manual_seed(7)).to(
+        device
+    )
+    dil, n = tuple(cfg.par.dilations), cfg.par.num_iter
+    res = timed_loop(lambda: pixel_adaptive_refine(images01, masks, dil, n), args.iters, args.warmup, device)
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"]}
+
+
+def _random_walk(args: argparse.Namespace) -> dict:
+    """``propagate_with_bkg`` on the largest CAM scale's token grid (1.5·crop/16), low and high bkg."""
+    device = device_of(args.device)
+    cfg = bench_config(args)
+    g = int(max(cfg.cam.scales) * args.crop) // 16
+    gen = torch.Generator().manual_seed(8)
+    k = cfg.dataset.num_classes - 1
+    cams = torch.rand(args.batch, k, g, g, generator=gen).to(device)
+    aff = torch.rand(args.batch, g * g, g * g, generator=gen).to(device)
+    labels = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)["cls_label"]
+
+    def walk() -> None:
+        mask = radius_mask(g, g, cfg.afa.radius, device=device)
+        for bkg in (cfg.cam.low_thre, cfg.cam.high_thre):
+            propagate_with_bkg(cams * labels[:, :, None, None], aff, mask, labels, bkg)
+
+    res = timed_loop(walk, args.iters, args.warmup, device)
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"], "grid": [g, g]}
+
+
+def _phase_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--phase", type=int, choices=(1, 2, 3), default=2, help="1 warm, 2 CAM labels, 3 propagated labels"
+    )
+
+
+def _wrap(fn, grad: bool):
+    """The benchmark with its settings attached, under no_grad unless it trains."""
+
+    def run(args: argparse.Namespace) -> dict:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            res = fn(args)
+        return res | {"settings": settings_of(args, device_of(args.device))}
+
+    return run
+
+
+for _name, _fn, _help, _extra in (
+    (
+        "train-step",
+        _train_step,
+        "the engine's train_step (forward, pseudo labels, losses, update)",
+        _phase_option,
+    ),
+    ("validate", _validate, "in-training validation per image (seg, CAM, affinity predictions)", None),
+    ("infer", _infer, "multi-scale flip test-time inference", None),
+    ("par", _par, "one PAR refinement (10 iterations, 48 neighbours)", None),
+    ("random-walk", _random_walk, "affinity random walk with low and high background", None),
+):
+    register(Subcommand(_name, _help, _wrap(_fn, _fn is _train_step), _extra))
