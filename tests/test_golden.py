@@ -36,8 +36,9 @@ PARITY_CASES = (
     "train_iteration_7000",
     "msc_flip_inference",
     "dense_crf",
+    "rloss_bilateral_filter",
+    "rloss_energy_loss",
 )
-PENDING_CASES = ("rloss_bilateral_filter", "rloss_energy_loss")
 AREAM_PENDING_CASES = ("aream_propagation", "aream_entropy", "aream_aff_loss")
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
@@ -50,7 +51,7 @@ def describe(check: Check) -> str:
 
 def test_case_list_is_complete(golden_dir):
     """A case added to (or removed from) the golden set must be added here too."""
-    assert {p.stem for p in case_files(golden_dir)} == set(PARITY_CASES) | set(PENDING_CASES) | set(AREAM_PENDING_CASES)
+    assert {p.stem for p in case_files(golden_dir)} == set(PARITY_CASES) | set(AREAM_PENDING_CASES)
 
 
 @pytest.mark.parametrize("name", PARITY_CASES)
@@ -59,13 +60,6 @@ def test_golden_parity(golden_dir, name):
     assert checks, f"{name}: no outputs compared"
     failed = [describe(ch) for ch in checks if not ch.passed()]
     assert not failed, f"{name} differs from the reference:\n  " + "\n  ".join(failed)
-
-
-@pytest.mark.parametrize("name", PENDING_CASES)
-def test_rloss_cases_are_pending(golden_dir, name):
-    """The regularised loss (spec Appendix B) is not built yet; this flips when it lands."""
-    with pytest.raises(NotImplementedError, match="regularised loss"):
-        run_case(golden_dir / f"{name}.npz")
 
 
 @pytest.mark.parametrize("name", AREAM_PENDING_CASES)

@@ -24,6 +24,7 @@ from model import affinity, cam, losses, par, refine
 from model.inference import msc_flip_inference
 from model.pseudo_labels import PseudoLabelSettings
 from utils.crf import CRFParams, dense_crf
+from utils.golden_rloss import case_rloss_bilateral_filter, case_rloss_energy_loss
 from utils.metrics import scores
 from utils.optim import build_optimizer, build_scheduler
 from utils.train_step import StepSettings, train_step
@@ -361,10 +362,10 @@ CASES: dict[str, Callable[[CaseData], list[Check]]] = {
     "train_iteration": case_train_iteration,
     "msc_flip_inference": case_msc_flip_inference,
     "dense_crf": case_dense_crf,
+    "rloss_bilateral_filter": case_rloss_bilateral_filter,
+    "rloss_energy_loss": case_rloss_energy_loss,
 }
 NOT_IMPLEMENTED = {
-    "rloss_bilateral_filter": "regularised loss (spec Appendix B) not implemented yet",
-    "rloss_energy_loss": "regularised loss (spec Appendix B) not implemented yet",
     "aream_propagation": "AReAM mode (spec §8.5) not implemented yet",
     "aream_entropy": "AReAM mode (spec §8.5) not implemented yet",
     "aream_aff_loss": "AReAM mode (spec §8.5) not implemented yet",
