@@ -8,15 +8,17 @@ d + 1 lattice directions, and the result is **sliced** back with the same weight
 α = 1 / (1 + 2^−d). There is no normalisation: the output approximates about half of the exact
 dense sum Σ_j exp(−½‖f_i − f_j‖²)·in_j (``dense_gaussian_filter``, a documented comparison only).
 
-Everything is batched tensor code: the lattice points of all images are hashed together by packing
-(image, key) into one int64 and ``torch.unique``; splat is one ``index_add_``, slice a gather per
-simplex vertex, and blur neighbours are found with ``searchsorted`` on the sorted packed keys. The
-only host synchronisation is the one ``torch.unique`` needs for its output size.
+Everything is batched tensor code, float32, with no loop over pixels or lattice points: the
+lattice points of all images are hashed together by packing (image, key) into one int64 and sorting
+(``hash_codes``); splat and slice are products with two sparse CSR matrices of the barycentric
+weights; blur neighbours are found with ``searchsorted`` on the sorted codes. The only host
+synchronisation is reading the number of lattice points.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -27,120 +29,125 @@ class Lattice(NamedTuple):
     """A built lattice for P points (all images together) with M distinct lattice points.
 
     Attributes:
-        vertex: (P, d + 1) int64, the lattice point of each simplex vertex of each input point.
-        weight: (P, d + 1) float32 barycentric weights (each row sums to 1).
-        neighbours: (d + 1, 2, M) int64, per blur direction the two neighbours of every lattice
-            point; the index M means "absent" (it addresses a row of zeros).
-        num_points: M.
+        vertex: (d + 1, P) int64, the lattice point of each simplex vertex r of each input point.
+        weight: (d + 1, P) float32 barycentric weights b[r] (each column sums to 1).
+        neighbours: (d + 1, 2, M + 1) int64, per blur direction the two neighbours of every lattice
+            point; index M means "absent" and addresses a row of zeros (which is its own neighbour).
+        splat_matrix: (M + 1, P) sparse CSR, entry (vertex[r, p], p) = weight[r, p]; row M empty.
+        slice_matrix: (P, M + 1) sparse CSR, its transpose.
     """
 
     vertex: Tensor
     weight: Tensor
     neighbours: Tensor
-    num_points: int
+    splat_matrix: Tensor
+    slice_matrix: Tensor
+
+    @property
+    def num_points(self) -> int:
+        return self.neighbours.shape[-1] - 1
 
 
-def scale_factors(d: int) -> Tensor:
-    """(d,) float32 s_i = sqrt(2/3)·(d+1) / sqrt((i+1)(i+2)), the lattice's feature scaling."""
+def scale_factors(d: int) -> list[float]:
+    """s_i = sqrt(2/3)·(d+1) / sqrt((i+1)(i+2)), i = 0..d−1, the lattice's feature scaling."""
     inv_std = math.sqrt(2.0 / 3.0) * (d + 1)
-    return torch.tensor([inv_std / math.sqrt((i + 1) * (i + 2)) for i in range(d)], dtype=torch.float32)
+    return [inv_std / math.sqrt((i + 1) * (i + 2)) for i in range(d)]
 
 
 def elevate(features: Tensor) -> Tensor:
     """Lift features onto the hyperplane Σ e = 0 of R^(d+1), in the reference's float32 order.
 
     Args:
-        features: (P, d) float32.
+        features: (d, P) float32, coordinate-major.
 
     Returns:
-        (P, d + 1) float32: running sum sm = 0; for j = d..1: c = f[j−1]·s[j−1], e[j] = sm − j·c,
+        (d + 1, P) float32: running sum sm = 0; for j = d..1: c = f[j−1]·s[j−1], e[j] = sm − j·c,
         sm += c; e[0] = sm.
     """
-    d = features.shape[1]
-    scaled = features * scale_factors(d).to(features.device)
-    elevated = torch.empty(features.shape[0], d + 1, dtype=torch.float32, device=features.device)
-    running = torch.zeros_like(scaled[:, 0])
+    d = features.shape[0]
+    scale = torch.tensor(scale_factors(d), dtype=torch.float32, device=features.device)
+    scaled = features * scale[:, None]
+    elevated = torch.empty(d + 1, features.shape[1], dtype=torch.float32, device=features.device)
+    running = torch.zeros_like(scaled[0])
     for j in range(d, 0, -1):
-        c = scaled[:, j - 1]
-        elevated[:, j] = running - j * c
-        running = running + c
-    elevated[:, 0] = running
+        elevated[j] = running - j * scaled[j - 1]
+        running = running + scaled[j - 1]
+    elevated[0] = running
     return elevated
 
 
 def round_half_away(x: Tensor) -> Tensor:
-    """C ``round``: halves away from zero (torch.round rounds halves to even)."""
-    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+    """C ``round``: halves away from zero (torch.round rounds halves to even), exact in float."""
+    whole = x.trunc()
+    return torch.where((x - whole).abs() == 0.5, whole + x.sign(), x.round())
 
 
 def simplex(elevated: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The enclosing simplex of each elevated point (spec B.4: rounding, ranking, barycentrics).
 
     Args:
-        elevated: (P, d + 1) float32.
+        elevated: (d + 1, P) float32.
 
     Returns:
-        rem0: (P, d + 1) int64, the nearest remainder-0 lattice point after the wrap-around fix;
-        rank: (P, d + 1) int64, a permutation of 0..d per point;
-        weight: (P, d + 1) float32 barycentric weights b[0..d].
+        rem0: (d + 1, P) int64, the nearest remainder-0 lattice point after the wrap-around fix;
+        rank: (d + 1, P) int64, a permutation of 0..d per point;
+        weight: (d + 1, P) float32 barycentric weights b[0..d].
     """
-    p, d1 = elevated.shape
+    d1, p = elevated.shape
     d = d1 - 1
     down = 1.0 / d1
     rd = round_half_away(elevated * down)
     rem0 = rd * d1
-    total = rd.sum(dim=1, keepdim=True).long()
-    rest = elevated - rem0  # (P, d+1)
-    # rank_i = #{j > i: rest_i < rest_j} + #{j < i: rest_i <= rest_j}  (the reference's pair loop)
-    less = rest[:, :, None] < rest[:, None, :]  # [p, i, j]: rest_i < rest_j
-    less_eq = rest[:, :, None] <= rest[:, None, :]
-    upper = torch.ones(d1, d1, dtype=torch.bool, device=elevated.device).triu(1)  # j > i
-    rank = ((less & upper) | (less_eq & upper.T)).sum(dim=2) + total
+    rest = elevated - rem0
+    rank = rd.sum(dim=0).long().expand(d1, p).clone()  # rank_i starts at Σ rd
+    for i in range(d):  # the reference's pair loop: the smaller remainder of a pair gains a rank
+        for j in range(i + 1, d1):
+            smaller = (rest[i] < rest[j]).long()
+            rank[i] += smaller
+            rank[j] += 1 - smaller
     rem0 = rem0.long()
-    low, high = rank < 0, rank > d
-    rank = rank + d1 * low.long() - d1 * high.long()
-    rem0 = rem0 + d1 * low.long() - d1 * high.long()
+    shift = (rank < 0).long() - (rank > d).long()  # wrap back onto the plane
+    rank += d1 * shift
+    rem0 += d1 * shift
     v = (elevated - rem0.to(elevated.dtype)) * down
-    bary = torch.zeros(p, d + 2, dtype=torch.float32, device=elevated.device)
-    bary.scatter_add_(1, d - rank, v)
-    bary.scatter_add_(1, d - rank + 1, -v)
-    bary[:, 0] += 1.0 + bary[:, d + 1]
-    return rem0, rank, bary[:, : d + 1]
+    bary = torch.zeros(d + 2, p, dtype=torch.float32, device=elevated.device)
+    bary.scatter_add_(0, d - rank, v)
+    bary.scatter_add_(0, d - rank + 1, -v)
+    bary[0] += 1.0 + bary[d + 1]
+    return rem0, rank, bary[: d + 1]
 
 
-def vertex_keys(rem0: Tensor, rank: Tensor) -> Tensor:
-    """(P, d + 1, d) int64 keys of the simplex vertices: key_i = rem0_i + canonical[r][rank_i].
+def vertex_codes(rem0: Tensor, rank: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+    """Mixed-radix int64 codes of (image, key) of every simplex vertex, and the coordinate strides.
 
-    canonical[r][j] = r for j ≤ d − r and r − (d + 1) otherwise; only the first d coordinates
-    identify a lattice point (their sum fixes the last).
-    """
-    d1 = rem0.shape[1]
-    d = d1 - 1
-    r = torch.arange(d1, device=rem0.device).view(1, d1, 1)  # vertex index
-    rk = rank[:, None, :d]  # (P, 1, d)
-    canonical = r - d1 * (rk > d - r).long()
-    return rem0[:, None, :d] + canonical
-
-
-def pack_keys(keys: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
-    """Mixed-radix int64 codes of (image, key) with a margin so blur neighbours never wrap.
+    Vertex r has key_i = rem0_i + canonical[r][rank_i] for i < d, with canonical[r][j] = r for
+    j ≤ d − r and r − (d + 1) otherwise (the first d coordinates identify a lattice point). Codes
+    are Σ_i (key_i − low_i)·stride_i + image·image_stride, with a margin of d + 1 around the range
+    of each coordinate so that blur neighbours (±1, ±d) never carry into another coordinate.
 
     Args:
-        keys: (P, V, d) int64; image: (P,) int64 image index of each point.
+        rem0, rank: (d + 1, P) int64 from ``simplex``; image: (P,) int64 image index.
 
     Returns:
-        codes: (P, V) int64; strides: (d,) int64, the code step of a unit change of each coordinate.
+        codes: (d + 1, P) int64; strides: (d,) int64.
     """
-    d = keys.shape[-1]
-    margin = d + 1
-    flat = keys.reshape(-1, d)
-    low = flat.amin(dim=0) - margin
-    radix = flat.amax(dim=0) - low + margin + 1  # (d,)
-    strides = torch.cumprod(torch.cat([radix.new_ones(1), radix[1:].flip(0)]), 0).flip(0)  # (d,)
+    d1 = rem0.shape[0]
+    d = d1 - 1
+    margin = 2 * d1  # canonical offsets lie in [−d, d]; neighbours move by at most d more
+    low = rem0[:d].amin(dim=1) - margin
+    radix = rem0[:d].amax(dim=1) - low + margin + 1
+    strides = torch.cumprod(torch.cat([radix.new_ones(1), radix[1:].flip(0)]), 0).flip(0)
     image_stride = strides[0] * radix[0]
     limit = (image.max() + 1).double() * image_stride.double()
     torch._assert_async(limit < 2.0**62, "permutohedral lattice keys do not fit in int64")
-    codes = ((keys - low) * strides).sum(dim=-1) + image[:, None] * image_stride
+    base = ((rem0[:d] - low[:, None]) * strides[:, None]).sum(dim=0) + image * image_stride  # (P,)
+    # canonical[r][rank_i] = r − (d+1)·[rank_i ≥ d − r + 1]: vertex r subtracts (d+1)·stride of the
+    # coordinates ranked d − r + 1 .. d; by_rank[k] = (d+1)·stride of the coordinate of rank k
+    step = torch.cat([strides, strides.new_zeros(1)]) * d1  # the implicit last coordinate has none
+    by_rank = torch.empty_like(rank).scatter_(0, rank, step[:, None].expand_as(rank))
+    dropped = torch.cat([torch.zeros_like(base)[None], by_rank.flip(0).cumsum(0)[:-1]])  # (d+1, P)
+    r = torch.arange(d1, device=rem0.device)
+    codes = base + (r * strides.sum())[:, None] - dropped
     return codes, strides
 
 
@@ -163,6 +170,47 @@ def lookup(table: Tensor, codes: Tensor) -> Tensor:
     return torch.where(table[index] == codes, index, torch.full_like(index, m))
 
 
+def hash_codes(codes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sort-based hashing of (V,) int64 codes: the distinct codes and where each entry went.
+
+    Returns:
+        table: (M,) sorted distinct codes; inverse: (V,) index of each entry's code in ``table``;
+        order: (V,) the stable sorting permutation (entries grouped by lattice point, in order);
+        crow: (M + 2,) start of each lattice point's group in ``order`` (CSR row pointers of M + 1
+        rows, the last one empty).
+    """
+    ordered, order = torch.sort(codes, stable=True)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    group = torch.cumsum(first, 0) - 1  # (V,) sorted lattice-point index of each sorted entry
+    table = ordered[first]  # the one host synchronisation: M
+    inverse = torch.empty_like(group).scatter_(0, order, group)
+    crow = torch.searchsorted(group, torch.arange(table.shape[0] + 2, device=codes.device))
+    return table, inverse, order, crow
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": stable for mm since torch 2.0
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+def sparse_matrices(vertex: Tensor, weight: Tensor, order: Tensor, crow: Tensor) -> tuple[Tensor, Tensor]:
+    """The splat (M + 1, P) and slice (P, M + 1) CSR matrices of the barycentric weights.
+
+    Args:
+        vertex, weight: (d + 1, P); order, crow: from ``hash_codes`` of the point-major entries
+            p·(d+1) + r.
+    """
+    d1, p = vertex.shape
+    rows = crow.shape[0] - 1
+    values = weight.T.reshape(-1)
+    splat_m = _csr(crow, order // d1, values[order], (rows, p))
+    slice_crow = torch.arange(0, d1 * p + 1, d1, device=vertex.device)
+    slice_m = _csr(slice_crow, vertex.T.reshape(-1), values, (p, rows))
+    return splat_m, slice_m
+
+
 def build_lattice(features: Tensor, image: Tensor | None = None) -> Lattice:
     """Hash all points' simplex vertices into one lattice (images kept apart by ``image``).
 
@@ -172,46 +220,39 @@ def build_lattice(features: Tensor, image: Tensor | None = None) -> Lattice:
     """
     if image is None:
         image = torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
-    rem0, rank, weight = simplex(elevate(features.float()))
-    codes, strides = pack_keys(vertex_keys(rem0, rank), image)
-    table, vertex = torch.unique(codes, sorted=True, return_inverse=True)
+    rem0, rank, weight = simplex(elevate(features.float().T.contiguous()))
+    codes, strides = vertex_codes(rem0, rank, image)
+    table, inverse, order, crow = hash_codes(codes.T.reshape(-1))  # point-major entries p·(d+1) + r
+    vertex = inverse.view(-1, codes.shape[0]).T
+    m = table.shape[0]
     offsets = blur_offsets(strides)  # (d+1,)
     first = lookup(table, table[None] + offsets[:, None])  # (d+1, M)
     second = lookup(table, table[None] - offsets[:, None])
-    return Lattice(vertex, weight, torch.stack([first, second], dim=1), table.shape[0])
+    neighbours = torch.stack([first, second], dim=1)
+    neighbours = torch.cat([neighbours, neighbours.new_full((neighbours.shape[0], 2, 1), m)], dim=2)
+    return Lattice(vertex, weight, neighbours, *sparse_matrices(vertex, weight, order, crow))
 
 
 def splat(lattice: Lattice, values: Tensor) -> Tensor:
-    """(M + 1, C): Σ over points and vertices of b[r]·value; the last row stays 0 (absent points).
+    """(M + 1, C): Σ over points and vertices of b[r]·value; the last row is 0 (absent points).
 
     Args:
         values: (P, C) float32.
     """
-    out = values.new_zeros(lattice.num_points + 1, values.shape[1])
-    contrib = lattice.weight[:, :, None] * values[:, None, :]  # (P, d+1, C)
-    out.index_add_(0, lattice.vertex.reshape(-1), contrib.reshape(-1, values.shape[1]))
-    return out
+    return lattice.splat_matrix @ values
 
 
 def blur(lattice: Lattice, grid: Tensor) -> Tensor:
     """new[p] = old[p] + ½(old[n1] + old[n2]) along each direction j = 0..d in turn; (M + 1, C)."""
-    m = lattice.num_points
-    for j in range(lattice.neighbours.shape[0]):
-        n1, n2 = lattice.neighbours[j]
-        new = grid.clone()
-        new[:m] += 0.5 * (grid[n1] + grid[n2])
-        grid = new
+    for n1, n2 in lattice.neighbours:
+        grid = grid + 0.5 * (grid.index_select(0, n1) + grid.index_select(0, n2))
     return grid
 
 
 def slice_lattice(lattice: Lattice, grid: Tensor) -> Tensor:
     """(P, C) = α·Σ_r b[r]·grid[vertex_r], α = 1 / (1 + 2^−d); no normalisation."""
-    d1 = lattice.weight.shape[1]
-    alpha = 1.0 / (1.0 + 2.0 ** -(d1 - 1))
-    out = lattice.weight[:, :1] * grid[lattice.vertex[:, 0]]
-    for r in range(1, d1):
-        out = out + lattice.weight[:, r : r + 1] * grid[lattice.vertex[:, r]]
-    return out * alpha
+    d1 = lattice.weight.shape[0]
+    return (lattice.slice_matrix @ grid) * (1.0 / (1.0 + 2.0 ** -(d1 - 1)))
 
 
 def permutohedral_filter(features: Tensor, values: Tensor, image: Tensor | None = None) -> Tensor:
