@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +12,13 @@ import torch.nn.functional as F
 from datasets.demo import write_demo_dataset
 from model import rloss
 from model.lattice import bilateral_filter
+from utils.config import load_config
+from utils.engine import step_settings, train
 from utils.golden import CaseData
 from utils.golden_rloss import case_rloss_bilateral_filter, case_rloss_energy_loss
 from utils.train_step import StepSettings, forward_losses
 
+REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 DEVICES = ["cpu", pytest.param("cuda", marks=NO_GPU)]
@@ -144,15 +148,37 @@ def test_weight_zero_never_runs_the_loss(tiny_model, monkeypatch):
 
 def test_demo_training_with_the_regularised_loss(tmp_path):
     """A few iterations past the warm phase with loss.reg = 0.01: finite losses and the term logged."""
-    from tests.test_engine import REPO, tiny_overrides
-    from utils.config import load_config
-    from utils.engine import train
-
     root = tmp_path / "demo"
     write_demo_dataset(root, num_train=8, num_val=2, seed=3)
-    extra = {"loss.reg": 0.01, "train.max_iters": 4, "train.eval_iters": 4, "train.log_iters": 1}
-    train(load_config(REPO / "configs/demo.yaml", tiny_overrides(root, tmp_path / "run", **extra)))
+    items = {
+        "dataset.root_dir": root,
+        "dataset.name_list_dir": root,
+        "dataset.crop_size": 64,
+        "dataset.num_workers": 0,
+        "train.batch_size": 4,
+        "train.max_iters": 4,
+        "train.cam_iters": 1,
+        "train.eval_iters": 4,
+        "train.log_iters": 1,
+        "afa.seg_label_switch_iter": 2,
+        "loss.reg": 0.01,
+        "work_dir.dir": tmp_path / "run",
+        "device": "cpu",
+    }
+    train(load_config(REPO / "configs/demo.yaml", [f"{k}={v}" for k, v in items.items()]))
     lines = [ln for ln in (tmp_path / "run" / "train.log").read_text().splitlines() if " reg " in ln]
     assert len(lines) == 4, lines
     values = [float(ln.split(" reg ")[1].split()[0]) for ln in lines]
     assert all(math.isfinite(v) for v in values) and any(v != 0.0 for v in values[1:]), lines
+
+
+def test_configs_say_which_recipe_has_the_term():
+    """voc.yaml is the paper's recipe (0.01); voc_noreg.yaml the authors' current code, otherwise the
+    same; COCO never used it; the schema default is 0 and the weight reaches the step settings."""
+    voc, noreg = (load_config(REPO / f"configs/{n}.yaml") for n in ("voc", "voc_noreg"))
+    coco = load_config(REPO / "configs/coco.yaml")
+    assert (voc.loss.reg, noreg.loss.reg, coco.loss.reg) == (0.01, 0.0, 0.0)
+    assert load_config(None).loss.reg == 0.0
+    noreg.loss.reg, noreg.work_dir.dir = voc.loss.reg, voc.work_dir.dir
+    assert noreg == voc
+    assert step_settings(voc).loss_weights == {"cls": 1.0, "seg": 0.1, "aff": 0.1, "reg": 0.01}
