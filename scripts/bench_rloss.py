@@ -1,13 +1,15 @@
 """Time the regularised loss: the lattice filter, the whole loss (forward + backward), its step share.
 
     python scripts/bench_rloss.py [--device cpu|cuda] [--batch 2] [--crop 512] [--classes 21]
-                                  [--repeats 3] [--step] [--backbone mit_b1] [--threads N]
+                                  [--repeats 3] [--step] [--backbone mit_b1] [--embed-dim 256]
+                                  [--threads N]
 
 Prints one JSON object. ``filter_s``: ``bilateral_filter`` on (batch, classes, crop/2, crop/2), the
 downscaled grid the loss filters; ``loss_s``: ``regularised_loss`` forward + backward from crop-size
 logits (softmax, downscale, filter, hand-written backward, softmax backward). With ``--step``, one
 training step (``train_step``, past the warm phase, random network and data) with and without the
-term, interleaved, and the share the term adds. Medians of ``--repeats`` runs after one warm-up.
+term, interleaved, and the share the term adds: ``reg_share_of_step`` = (on − off) / on, and the
+steadier ``loss_s_over_step_on`` where step-time noise exceeds the difference. Medians of ``--repeats`` runs after one warm-up.
 ``bench(...)`` is the reusable entry (the ``rloss`` subcommand of a benchmark script can call it).
 """
 
@@ -29,11 +31,12 @@ from utils.optim import build_optimizer, build_scheduler
 from utils.train_step import StepSettings, train_step
 
 
-def _timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls after one warm-up call (device synchronised)."""
+def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> list[float]:
+    """Seconds of each of ``repeats`` calls, after one warm-up call (device synchronised)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()
-    sync()
+    if warmup:
+        fn()
+        sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -56,10 +59,12 @@ def _inputs(batch: int, classes: int, crop: int, device: torch.device, seed: int
     return x, logits, box, label
 
 
-def _step_times(batch: int, classes: int, crop: int, device: torch.device, repeats: int, backbone: str):
+def _step_times(
+    batch: int, classes: int, crop: int, device: torch.device, repeats: int, backbone: str, embed_dim: int
+) -> dict[str, list[float]]:
     """Interleaved train_step seconds without / with L_reg (weight 0.01), past the warm phase."""
     torch.manual_seed(0)
-    model = AFANetwork(backbone, num_classes=classes).to(device).train()
+    model = AFANetwork(backbone, num_classes=classes, embed_dim=embed_dim).to(device).train()
     opt = build_optimizer(model.param_groups(), 6e-5)
     sched = build_scheduler(opt, 1500, 20000)
     x, _, box, _ = _inputs(batch, classes, crop, device)
@@ -68,10 +73,15 @@ def _step_times(batch: int, classes: int, crop: int, device: torch.device, repea
     data = {"image": x, "cls_label": cls_label.to(device), "img_box": box}
     off = StepSettings(cam_iters=0)
     on = StepSettings(cam_iters=0, loss_weights=off.loss_weights | {"reg": 0.01})
+    runs = {
+        k: (lambda s=s: train_step(model, opt, sched, data, 10, s)) for k, s in (("off", off), ("on", on))
+    }
+    for run in runs.values():
+        _timed(run, device, 0)  # warm-up
     times: dict[str, list[float]] = {"off": [], "on": []}
     for _ in range(repeats):
-        for key, settings in (("off", off), ("on", on)):
-            times[key] += _timed(lambda s=settings: train_step(model, opt, sched, data, 10, s), device, 1)
+        for key, run in runs.items():
+            times[key] += _timed(run, device, 1, warmup=False)
     return times
 
 
@@ -83,6 +93,7 @@ def bench(
     repeats: int = 3,
     step: bool = False,
     backbone: str = "mit_b1",
+    embed_dim: int = 256,
 ) -> dict:
     """The figures as a dict (seconds are medians); see the module docstring."""
     dev = torch.device(device)
@@ -106,9 +117,11 @@ def bench(
         "loss_s": statistics.median(_timed(loss_fwd_bwd, dev, repeats)),
     }
     if step:
-        times = _step_times(batch, classes, crop, dev, repeats, backbone)
+        times = _step_times(batch, classes, crop, dev, repeats, backbone, embed_dim)
         off, on = statistics.median(times["off"]), statistics.median(times["on"])
-        result |= {"backbone": backbone, "step_off_s": off, "step_on_s": on, "reg_share": (on - off) / on}
+        result |= {"backbone": backbone, "embed_dim": embed_dim, "step_off_s": off, "step_on_s": on}
+        result |= {"reg_share_of_step": (on - off) / on, "loss_s_over_step_on": result["loss_s"] / on}
+        result["step_times"] = times
     return result
 
 
@@ -123,12 +136,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--step", action="store_true", help="also time a training step with and without")
     parser.add_argument("--backbone", default="mit_b1")
+    parser.add_argument("--embed-dim", type=int, default=256, help="decoder width (demo: 64)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args(argv)
     configure_runtime()
     if args.threads:
         torch.set_num_threads(args.threads)
-    figures = bench(args.device, args.batch, args.classes, args.crop, args.repeats, args.step, args.backbone)
+    figures = bench(
+        args.device,
+        args.batch,
+        args.classes,
+        args.crop,
+        args.repeats,
+        args.step,
+        args.backbone,
+        args.embed_dim,
+    )
     print(json.dumps(figures, indent=2))
 
 
