@@ -9,7 +9,8 @@ downscaled grid the loss filters; ``loss_s``: ``regularised_loss`` forward + bac
 logits (softmax, downscale, filter, hand-written backward, softmax backward). With ``--step``, one
 training step (``train_step``, past the warm phase, random network and data) with and without the
 term, interleaved, and the share the term adds: ``reg_share_of_step`` = (on − off) / on, and the
-steadier ``loss_s_over_step_on`` where step-time noise exceeds the difference. Medians of ``--repeats`` runs after one warm-up.
+steadier ``loss_s_over_step_on`` where step-time noise exceeds the difference. Medians of
+``--repeats`` runs after one warm-up.
 ``bench(...)`` is the reusable entry (the ``rloss`` subcommand of a benchmark script can call it).
 """
 
