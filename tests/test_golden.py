@@ -39,8 +39,9 @@ PARITY_CASES = (
     "aream_propagation",
     "aream_entropy",
     "aream_aff_loss",
+    "rloss_bilateral_filter",
+    "rloss_energy_loss",
 )
-PENDING_CASES = ("rloss_bilateral_filter", "rloss_energy_loss")
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
@@ -52,8 +53,7 @@ def describe(check: Check) -> str:
 
 def test_case_list_is_complete(golden_dir):
     """A case added to (or removed from) the golden set must be added here too."""
-    expected = set(PARITY_CASES) | set(PENDING_CASES)
-    assert {p.stem for p in case_files(golden_dir)} == expected
+    assert {p.stem for p in case_files(golden_dir)} == set(PARITY_CASES)
 
 
 @pytest.mark.parametrize("name", PARITY_CASES)
@@ -62,13 +62,6 @@ def test_golden_parity(golden_dir, name):
     assert checks, f"{name}: no outputs compared"
     failed = [describe(ch) for ch in checks if not ch.passed()]
     assert not failed, f"{name} differs from the reference:\n  " + "\n  ".join(failed)
-
-
-@pytest.mark.parametrize("name", PENDING_CASES)
-def test_rloss_cases_are_pending(golden_dir, name):
-    """The regularised loss (spec Appendix B) is not built yet; this flips when it lands."""
-    with pytest.raises(NotImplementedError, match="regularised loss"):
-        run_case(golden_dir / f"{name}.npz")
 
 
 @pytest.mark.skipif(not SHARED_GOLDEN.is_dir(), reason="no shared golden set on this machine")

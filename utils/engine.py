@@ -85,7 +85,7 @@ def step_settings(cfg: DictConfig) -> StepSettings:
         ignore_index=cfg.dataset.ignore_index,
     )
     amp = torch.bfloat16 if cfg.train.amp == "bf16" else None
-    weights = {"cls": cfg.loss.cls, "seg": cfg.loss.seg, "aff": cfg.loss.aff}
+    weights = {"cls": cfg.loss.cls, "seg": cfg.loss.seg, "aff": cfg.loss.aff, "reg": cfg.loss.reg}
     aream = aream_settings(cfg)
     if aream is not None:
         weights = aream.loss_weights(weights)
@@ -199,7 +199,7 @@ def log_step(
     lrs = [g["lr"] for g in run.optimizer.param_groups]
     logger.info(
         f"iter {run.step}  "
-        + "  ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        + "  ".join(f"{k} {v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{k} {v:.3e}" for k, v in losses.items())
         + f"  total {result.total.item():.4f}  lr {lrs[0]:.3e}  {seconds:.2f}s/it"
     )
     tb.scalars(

@@ -16,6 +16,7 @@ from model.afa import AFAOutput
 from model.cam import maybe_autocast, resize
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
+from model.rloss import regularised_loss
 from utils.aream_step import AReAMSettings, aream_loss, make_aream_targets
 from utils.nonfinite import all_finite, nonfinite_error
 from utils.profiling import region, timed
@@ -29,21 +30,26 @@ class StepSettings:
         pseudo: pseudo-label constants.
         cam_iters: classification-only warm phase: the seg and affinity terms are weighted 0 while
             n_iter ≤ cam_iters (0-based, so cam_iters + 1 warm iterations, as the reference).
-        loss_weights: weights of the cls, seg and aff terms after the warm phase (1.0/0.1/0.1).
+        loss_weights: weights of the cls, seg, aff and reg terms after the warm phase (1.0/0.1/0.1
+            and 0: the authors' current code; the paper's recipe has reg 0.01, spec §6.4). The
+            regularised loss is computed only when its weight is positive.
         amp_dtype: autocast dtype for the network passes (None: full precision, the reference).
         aream: the optional AReAM mode (``utils/aream_step.py``); None is AFA exactly.
     """
 
     pseudo: PseudoLabelSettings = PseudoLabelSettings()
     cam_iters: int = 2000
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"cls": 1.0, "seg": 0.1, "aff": 0.1})
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"cls": 1.0, "seg": 0.1, "aff": 0.1, "reg": 0.0}
+    )
     amp_dtype: torch.dtype | None = None
     aream: AReAMSettings | None = None
 
 
 class StepResult(NamedTuple):
     """Attributes:
-    losses: unweighted loss terms {"cls", "seg", "aff"} (+ "aream" in AReAM mode), scalars, before the update.
+    losses: unweighted loss terms {"cls", "seg", "aff"}, "reg" when its weight is positive and "aream"
+        in AReAM mode (scalars, before the update).
     weights: the weight each term had in this iteration.
     total: the weighted sum that was back-propagated.
     output: the training forward's outputs.
@@ -102,6 +108,9 @@ def forward_losses(
     if aream is not None:
         losses["aream"] = aream_loss(unwrap(model), output, aream_label, aream, settings.pseudo.ignore_index)
     weights = phase_weights(n_iter, settings)
+    if settings.loss_weights.get("reg", 0.0) > 0:  # L_reg (spec B.1); during the warm phase only logged
+        with torch.set_grad_enabled(torch.is_grad_enabled() and weights["reg"] > 0):
+            losses["reg"] = regularised_loss(seg, x, img_box, targets.seg_label, settings.pseudo.ignore_index)
     total = sum(weights[k] * losses[k] for k in losses)
     return StepResult(losses, weights, total, output, targets)
 
