@@ -171,11 +171,11 @@ def resume_candidates(directory: str | Path) -> list[Path]:
     return [directory / "last.pt"] + [p for _, p in sorted(numbered, reverse=True)]
 
 
-def find_resume_checkpoint(directory: str | Path) -> tuple[Path, dict[str, Any]]:
+def find_resume_checkpoint(directory: str | Path, warn: bool = True) -> tuple[Path, dict[str, Any]]:
     """The newest intact checkpoint of ``directory`` and its contents.
 
     ``last.pt`` if it loads and holds every key of a training checkpoint; otherwise, with a warning
-    naming what was wrong, the newest ``iter_<n>.pt`` that does. Raises FileNotFoundError when none
+    naming what was wrong (unless ``warn`` is False), the newest ``iter_<n>.pt`` that does. Raises FileNotFoundError when none
     is usable.
     """
     problems = []
@@ -191,7 +191,7 @@ def find_resume_checkpoint(directory: str | Path) -> tuple[Path, dict[str, Any]]
         except Exception as err:  # torn zip, truncated pickle, wrong content: try the next one
             problems.append(f"{path.name}: unreadable ({type(err).__name__}: {str(err)[:120]})")
             continue
-        if problems:
+        if problems and warn:
             LOG.warning(f"resuming from {path} because " + "; ".join(problems))
         return path, state
     raise MissingFileError(

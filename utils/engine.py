@@ -42,7 +42,7 @@ from utils.data import (
 from utils.dist import DistInfo, cleanup, configure_runtime, init_distributed, set_deterministic
 from utils.errors import ConfigError, notice
 from utils.evaluate import EvalSettings, validate
-from utils.logger import TensorBoard, format_scores, setup_text_log
+from utils.logger import TensorBoard, format_scores, hold_early_records, setup_text_log
 from utils.nonfinite import NonFiniteGuard
 from utils.optim import build_optimizer, build_scheduler
 from utils.progress import progress
@@ -250,12 +250,13 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     configure_runtime(tf32=cfg.train.tf32)
     set_deterministic(cfg.train.deterministic)
     info = init_distributed(cfg.device, cfg.dist_timeout_s)
+    early = hold_early_records()  # warnings of the checks and the resume, for train.log
     warnings = training_warnings(cfg) + check_work_dir(cfg, resume)  # nothing is written before these
     run, loader = setup_run(cfg, info)
     resumed_from = restore(run, ckpt_dir(cfg), info) if resume else None
     val_set = build_eval_dataset(cfg, cfg.val.split)
     work = Path(cfg.work_dir.dir)  # the run is sure to start: now the work directory is written
-    logger = setup_text_log(work / "train.log", info.is_main)
+    logger = setup_text_log(work / "train.log", info.is_main, early)
     tb = TensorBoard(work / cfg.work_dir.tb_dir if info.is_main else None)
     if info.is_main:
         for line in warnings:
@@ -265,8 +266,6 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         save_config(cfg, work / "config.yaml")
     if resumed_from is not None:
         logger.info(f"resumed from {resumed_from} at iteration {run.step}")
-        if resumed_from.name != "last.pt":
-            logger.warning(f"last.pt was torn or missing: resumed from the older {resumed_from.name}")
     val_loader = build_eval_loader(
         val_set,
         shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),

@@ -9,8 +9,30 @@ from pathlib import Path
 import numpy as np
 
 
-def setup_text_log(path: str | Path | None, is_main: bool) -> logging.Logger:
-    """The ``afa`` logger writing to stdout and ``path`` (main process only; others stay quiet)."""
+class EarlyRecords(logging.Handler):
+    """Holds the ``afa`` logger's warnings from before the run's log file may be written (the work
+    directory checks and the resume come first), so that ``setup_text_log`` writes them into it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def hold_early_records() -> EarlyRecords:
+    """Attach an ``EarlyRecords`` to the ``afa`` logger until ``setup_text_log`` replaces it."""
+    handler = EarlyRecords()
+    logging.getLogger("afa").addHandler(handler)
+    return handler
+
+
+def setup_text_log(
+    path: str | Path | None, is_main: bool, early: EarlyRecords | None = None
+) -> logging.Logger:
+    """The ``afa`` logger writing to stdout and ``path`` (main process only; others stay quiet);
+    the ``early`` records are written first."""
     logger = logging.getLogger("afa")
     logger.handlers.clear()
     logger.propagate = False
@@ -23,6 +45,8 @@ def setup_text_log(path: str | Path | None, is_main: bool) -> logging.Logger:
     for handler in handlers:
         handler.setFormatter(fmt)
         logger.addHandler(handler)
+    for record in early.records if early is not None else ():
+        logger.handle(record)
     return logger
 
 
