@@ -175,8 +175,8 @@ def find_resume_checkpoint(directory: str | Path, warn: bool = True) -> tuple[Pa
     """The newest intact checkpoint of ``directory`` and its contents.
 
     ``last.pt`` if it loads and holds every key of a training checkpoint; otherwise, with a warning
-    naming what was wrong (unless ``warn`` is False), the newest ``iter_<n>.pt`` that does. Raises FileNotFoundError when none
-    is usable.
+    naming what was wrong (unless ``warn`` is False), the newest ``iter_<n>.pt`` that does. Raises
+    MissingFileError when none is usable.
     """
     problems = []
     for path in resume_candidates(directory):

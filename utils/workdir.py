@@ -61,7 +61,8 @@ def check_work_dir(cfg: DictConfig, resume: bool) -> list[str]:
             f"--resume: no checkpoint in {checkpoint_dir(cfg)}",
             hint="check work_dir.dir, or train without --resume",
         )
-    path, state = find_resume_checkpoint(checkpoint_dir(cfg), warn=False)  # last.pt, or the newest intact iter_<n>.pt
+    # last.pt, or the newest intact iter_<n>.pt (the resume itself warns about a fallback)
+    path, state = find_resume_checkpoint(checkpoint_dir(cfg), warn=False)
     saved = saved_config(state)
     return [] if saved is None else resume_warnings(saved, cfg, path, int(state.get("step", 0)))
 
