@@ -29,7 +29,7 @@ def run_benchmark(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["train-step", "validate", "infer", "par", "random-walk"])
+@pytest.mark.parametrize("name", ["train-step", "validate", "infer", "par", "random-walk", "rloss"])
 def test_subcommand_prints_one_json_record(name, subprocess_env):
     res = run_benchmark([name, *TINY], subprocess_env)
     assert res["subcommand"] == name
@@ -58,7 +58,7 @@ def test_fast_and_phase_options_reach_the_step(subprocess_env):
 
 def test_phase_iterations_and_registry():
     assert [phase_iteration(p, 2000, 6000) for p in (1, 2, 3)] == [0, 2001, 6001]
-    assert {"train-step", "validate", "infer", "par", "random-walk"} <= set(SUBCOMMANDS)
+    assert {"train-step", "validate", "infer", "par", "random-walk", "rloss"} <= set(SUBCOMMANDS)
     with pytest.raises(ValueError, match="registered twice"):
         register(Subcommand("par", "again", lambda args: {}))
 

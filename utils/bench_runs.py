@@ -11,6 +11,7 @@ from model.affinity import propagate_with_bkg, radius_mask
 from model.cam import denormalize
 from model.inference import AUTHORS_TEST_SCALES, msc_flip_inference
 from model.par import pixel_adaptive_refine
+from model.rloss import regularised_loss
 from utils.bench import (
     Subcommand,
     bench_config,
@@ -130,6 +131,24 @@ def _random_walk(args: argparse.Namespace) -> dict:
     return res | {"images_per_sec": args.batch / res["sec_per_iter"], "grid": [g, g]}
 
 
+def _rloss(args: argparse.Namespace) -> dict:
+    """The regularised loss of one step, forward + hand-written backward, from crop-size logits
+    (the lattice filters the half-size grid; ``scripts/bench_rloss.py`` adds the step share)."""
+    device = device_of(args.device)
+    classes = bench_config(args).dataset.num_classes
+    batch = random_batch(args.batch, args.crop, classes, device, seed=8)
+    gen = torch.Generator().manual_seed(9)
+    logits = torch.randn(args.batch, classes, args.crop, args.crop, generator=gen).to(device)
+    label = torch.randint(0, classes, (args.batch, args.crop, args.crop), generator=gen).to(device)
+
+    def loss() -> None:
+        leaf = logits.detach().requires_grad_(True)
+        regularised_loss(leaf, batch["image"], batch["img_box"], label).backward()
+
+    res = timed_loop(loss, args.iters, args.warmup, device)
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"], "grid": [args.crop // 2] * 2}
+
+
 def _phase_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--phase", type=int, choices=(1, 2, 3), default=2, help="1 warm, 2 CAM labels, 3 propagated labels"
@@ -158,5 +177,6 @@ for _name, _fn, _help, _extra in (
     ("infer", _infer, "multi-scale flip test-time inference", None),
     ("par", _par, "one PAR refinement (10 iterations, 48 neighbours)", None),
     ("random-walk", _random_walk, "affinity random walk with low and high background", None),
+    ("rloss", _rloss, "regularised loss forward + backward (permutohedral lattice, spec App. B)", None),
 ):
-    register(Subcommand(_name, _help, _wrap(_fn, _fn is _train_step), _extra))
+    register(Subcommand(_name, _help, _wrap(_fn, _fn in (_train_step, _rloss)), _extra))
