@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from utils.demo_report import Evaluation, history_table, validation_history, verdict, verdict_lines
+from utils.logger import format_scores
 
 RUN = """2026-12-01 10:00:00 training mit_tiny on 1 process(es), device cpu
 2026-12-01 10:01:00 iter 50  cls 0.4425  seg 1.4958  aff 0.4945  total 0.4425  lr 9.444e-04  6.47s/it
@@ -52,3 +53,17 @@ def test_verdict_by_hand():
     ]
     with pytest.raises(ValueError, match="no validation"):
         verdict([])
+
+
+def test_reads_the_lines_the_trainer_writes(tmp_path):
+    """The history is parsed from ``format_scores``' own lines (percent-labelled), so a change of the
+    log format cannot silently empty the demo's report."""
+    scores = {"miou": 0.5, "pAcc": 0.6, "mAcc": 0.7, "iou": [0.4, 0.6]}
+    lines = [
+        "2026-12-01 10:00:00 training mit_tiny on 1 process(es), device cpu",
+        "2026-12-01 10:02:00 validation at iter 200 on 60 images: cls F1 0.9000",
+        *(f"2026-12-01 10:02:00 {format_scores(name, scores)}" for name in ("cam", "aff", "seg")),
+    ]
+    log = tmp_path / "train.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert validation_history(log) == [Evaluation(200, pytest.approx(90.0), 50.0, 50.0, 50.0)]

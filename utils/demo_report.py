@@ -10,7 +10,7 @@ from pathlib import Path
 
 _VALIDATION = re.compile(r"validation at iter (\d+) on \d+ images: cls F1 ([0-9.]+)")
 _START = re.compile(r"training \S+ on \d+ process\(es\)")
-_SCORE = re.compile(r"^(?:\S+ \S+ )?(cam|aff|seg): mIoU ([0-9.]+)")
+_SCORE = re.compile(r"^(?:\S+ \S+ )?(cam|aff|seg)(?: \(%\))?: mIoU ([0-9.]+)")
 
 
 @dataclass(frozen=True)
