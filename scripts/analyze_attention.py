@@ -13,32 +13,43 @@ block), ``summary.csv`` (the plain CAM and the layer average) and PNG plots unde
 from __future__ import annotations
 
 import argparse
+import sys
 
 from utils.attention_analysis import BKG_SWEEP, analyse, block_stages, layer_rows, write_outputs
-from utils.config import load_config
+from utils.checkpoint_config import config_for_checkpoint
+from utils.cli import add_debug_flag, run, split_overrides
 from utils.data import build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
+from utils.errors import DataError
 from utils.infer import build_split_dataset, load_model
 
+CONFIG_HELP = (
+    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
+)
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Per-layer attention diagnostics (AReAM, S002).")
-    parser.add_argument("--config", required=True, help="YAML config of the checkpoint's network and data")
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Options and ``key=value`` overrides, in any order."""
+    parser = argparse.ArgumentParser(
+        description="Per-layer attention diagnostics (AReAM, S002).",
+        epilog="other arguments: key=value config overrides, e.g. infer.max_images=50",
+    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--checkpoint", required=True, help="a trained checkpoint")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--split", help="split with ground truth (default val.split)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. infer.max_images=50")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return split_overrides(parser, argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
     configure_runtime()
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     split = args.split or cfg.val.split
     dataset, has_labels = build_split_dataset(cfg, split)
     if not has_labels:
-        raise SystemExit(f"split {split} has no ground truth; pass --split with masks")
+        raise DataError(f"split {split} has no ground truth", hint="pass --split of a split with masks")
     loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
     model = load_model(cfg, args.checkpoint, resolve_device(cfg.device))
     bkg_scores = tuple(sorted({*BKG_SWEEP, cfg.cam.bkg_score}))
@@ -57,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))

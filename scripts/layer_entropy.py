@@ -14,29 +14,39 @@ no flip, and writes JSON with the per-block mean entropy in bits and its min-max
 from __future__ import annotations
 
 import argparse
+import sys
 
 from utils.aream_entropy import dataset_entropy, save_entropy_file
-from utils.config import load_config
+from utils.checkpoint_config import config_for_checkpoint
+from utils.cli import add_debug_flag, run, split_overrides
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
 from utils.infer import load_model
 from utils.pseudo_export import WithClassLabels
 
+CONFIG_HELP = (
+    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
+)
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Per-block attention entropies for the AReAM mode.")
-    parser.add_argument("--config", required=True, help="YAML config of the checkpoint's network and data")
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Options and ``key=value`` overrides, in any order."""
+    parser = argparse.ArgumentParser(
+        description="Per-block attention entropies for the AReAM mode.",
+        epilog="other arguments: key=value config overrides, e.g. infer.max_images=100",
+    )
+    parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--checkpoint", required=True, help="a trained AFA checkpoint")
     parser.add_argument("--out", required=True, help="output JSON file")
     parser.add_argument("--split", help="dataset split (default train.split)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. infer.max_images=100")
-    return parser.parse_args()
+    add_debug_flag(parser)
+    return split_overrides(parser, argv)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args, overrides = parse_args(argv)
     configure_runtime()
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     split = args.split or cfg.train.split
     device = resolve_device(cfg.device)
     dataset = WithClassLabels(
@@ -53,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main))
