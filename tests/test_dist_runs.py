@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from datasets.checks import PROBED_SAMPLES
 from datasets.demo import write_demo_dataset
 from datasets.voc import read_name_list
 from utils.checkpoint import load_checkpoint
@@ -66,13 +67,16 @@ def train_cmd(nproc: int, root: Path, work: Path, *flags: str, **extra) -> list[
 
 
 def test_a_failing_rank_ends_every_rank_with_its_error(demo_root, tmp_path):
-    """Rank 1 reads a corrupt image at iteration 2 while rank 0 waits in the gradient all-reduce."""
+    """Rank 1 reads a corrupt image after its first iteration while rank 0 waits in the gradient
+    all-reduce."""
     root = tmp_path / "data"
     shutil.copytree(demo_root, root)
     names = read_name_list(root, "train")
-    index, _ = list(SeededShardSampler(len(names), 1, rank=1, world_size=2, seed=1))[1]
     rank0 = {i for i, _ in SeededShardSampler(len(names), 1, rank=0, world_size=2, seed=1)}
-    assert index not in rank0
+    # rank 1's first sample after its first batch that neither rank 0 nor the start-up check
+    # (datasets/checks.py decodes the first PROBED_SAMPLES ids of the split) reads
+    order = [i for i, _ in SeededShardSampler(len(names), 1, rank=1, world_size=2, seed=1)]
+    index = next(i for i in order[1:] if i not in rank0 and i >= PROBED_SAMPLES)
     bad = root / "JPEGImages" / f"{names[index]}.jpg"
     bad.write_bytes(b"not a jpeg")
     start = time.perf_counter()
@@ -83,7 +87,8 @@ def test_a_failing_rank_ends_every_rank_with_its_error(demo_root, tmp_path):
     assert f"cannot read image file {bad}" in out, out[-3000:]
     summary = out.split("Root Cause")[-1]  # torchrun's report names the rank and, via @record, the error
     assert "rank      : 1" in summary and f"cannot read image file {bad}" in summary, out[-3000:]
-    assert not (tmp_path / "work/checkpoints/iter_2.pt").exists()
+    failing_iteration = order.index(index) + 1  # one sample per rank and iteration
+    assert not (tmp_path / f"work/checkpoints/iter_{failing_iteration}.pt").exists()
     print(f"failing rank: job ended in {seconds:.1f}s with exit code {done.returncode}")
 
 
