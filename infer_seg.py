@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.checkpoint_config import config_for_checkpoint
+from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.infer import infer
 
@@ -39,8 +39,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="AFA test-time segmentation: msc + flip (+ CRF), mIoU.",
         epilog="other arguments: key=value config overrides, e.g. infer.resize_long=512",
     )
-    parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
+    add_checkpoint_arguments(parser, CONFIG_HELP)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--split", help="dataset split, e.g. val, train, test (sets infer.split)")
     source.add_argument("--images", help="folder of images (jpg/jpeg/png/bmp) or a text file of paths")

@@ -16,16 +16,12 @@ import argparse
 import sys
 
 from utils.attention_analysis import BKG_SWEEP, analyse, block_stages, layer_rows, write_outputs
-from utils.checkpoint_config import config_for_checkpoint
+from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.data import build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
 from utils.errors import DataError
 from utils.infer import build_split_dataset, load_model
-
-CONFIG_HELP = (
-    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
-)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -34,8 +30,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="Per-layer attention diagnostics (AReAM, S002).",
         epilog="other arguments: key=value config overrides, e.g. infer.max_images=50",
     )
-    parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--checkpoint", required=True, help="a trained checkpoint")
+    add_checkpoint_arguments(parser, checkpoint_help="a trained checkpoint")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--split", help="split with ground truth (default val.split)")
     add_debug_flag(parser)

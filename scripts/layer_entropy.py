@@ -17,16 +17,12 @@ import argparse
 import sys
 
 from utils.aream_entropy import dataset_entropy, save_entropy_file
-from utils.checkpoint_config import config_for_checkpoint
+from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
 from utils.infer import load_model
 from utils.pseudo_export import WithClassLabels
-
-CONFIG_HELP = (
-    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
-)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -35,8 +31,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="Per-block attention entropies for the AReAM mode.",
         epilog="other arguments: key=value config overrides, e.g. infer.max_images=100",
     )
-    parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--checkpoint", required=True, help="a trained AFA checkpoint")
+    add_checkpoint_arguments(parser, checkpoint_help="a trained AFA checkpoint")
     parser.add_argument("--out", required=True, help="output JSON file")
     parser.add_argument("--split", help="dataset split (default train.split)")
     add_debug_flag(parser)

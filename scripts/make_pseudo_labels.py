@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.checkpoint_config import config_for_checkpoint
+from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.pseudo_export import export
-
-CONFIG_HELP = (
-    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
-)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -29,8 +25,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="Export AFA pseudo labels of a split.",
         epilog="other arguments: key=value config overrides, e.g. cam.scales=[1.0,0.5,1.5]",
     )
-    parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--split", default="train", help="dataset split (default train)")
     parser.add_argument("--out", help="output folder (default <work_dir.dir>/pseudo_labels/<split>)")
     add_debug_flag(parser)

@@ -15,14 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.checkpoint_config import config_for_checkpoint
+from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.errors import UsageError
 from utils.visualize_lib import visualize
-
-CONFIG_HELP = (
-    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
-)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -30,8 +26,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="Visualise AFA's CAMs, affinity and attention.",
         epilog="other arguments: key=value config overrides, e.g. device=cpu",
     )
-    parser.add_argument("--config", help=CONFIG_HELP)
-    parser.add_argument("--checkpoint", required=True, help="our checkpoint or the authors' (module. keys)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--ids", nargs="+", default=[], help="image ids of the split")
     parser.add_argument("--split", help="split of --ids (default infer.split)")
     parser.add_argument("--images", nargs="+", default=[], help="image files or folders")

@@ -9,6 +9,7 @@ is used. The authors' checkpoints carry no config: their network comes from ``--
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -105,3 +106,20 @@ def config_for_checkpoint(
         notice(f"using the network of {checkpoint}: {listed}")
         validate(cfg)
     return cfg
+
+
+DATA_CONFIG_HELP = (
+    "YAML of the data keys (default: the checkpoint's config); network keys yield to the checkpoint's"
+)
+OUR_OR_AUTHORS = "our checkpoint or the authors' (module. keys)"
+
+
+def add_checkpoint_arguments(
+    parser: argparse.ArgumentParser,
+    config_help: str = DATA_CONFIG_HELP,
+    checkpoint_help: str = OUR_OR_AUTHORS,
+) -> None:
+    """``--config`` (optional: our checkpoints carry their network, see ``config_for_checkpoint``) and
+    ``--checkpoint`` (required), as every entry point that runs a trained network takes them."""
+    parser.add_argument("--config", help=config_help)
+    parser.add_argument("--checkpoint", required=True, help=checkpoint_help)
