@@ -142,5 +142,10 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """End the process group, after a barrier: it drains gloo's work queue, so that no collective's
+    work object (the last checkpoint's RNG all-gather) is still to be freed by gloo's thread when the
+    DDP reducer drops the group; that free needs the GIL, which the reducer's destructor holds while it
+    joins that thread (a shutdown deadlock seen once in CI)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
