@@ -1,12 +1,16 @@
 """A small generated dataset in exact VOC layout, for ``make demo`` and end-to-end tests.
 
-Four foreground classes that differ in both shape and colour family: red-ish discs, green-ish
-squares, blue-ish triangles and yellow-ish crosses (num_classes 5 with background). Each image
-(sides 144..224 px, not square) shows 1-4 objects of 1-3 classes, each sized 25-55 % of the shorter
-side and covering at most 15 % of itself and of every earlier object, with per-object colour jitter
-and a striped, noisy texture, on a cluttered low-saturation background (stripes, blobs, noise).
-Masks are palette PNGs with a 2-3 px void (255) band on every object boundary, like VOC. Images are
-JPEG quality 95.
+Four foreground classes that differ in shape and in the colour of their core: discs with a red core,
+squares with a green one, triangles with an orange one and crosses with a yellow one (num_classes 5 with
+background). Like the objects of real photographs, only part of each object says which class it is:
+the class colour is full in a core around a random inner point and fades into a pale rim that every
+class shares (35 % of the class colour left), so a CAM, which follows the most discriminative
+evidence, covers the core well and the rim weakly; the rim has to be reached by AFA's affinity.
+Each image (sides 144..224 px, not square) shows 1-4 objects of 1-3 classes, each sized 25-55 % of
+the shorter side and covering at most 15 % of itself and of every earlier object, with per-object
+colour jitter and a striped, noisy texture, on a cluttered, nearly grey background (stripes, blobs,
+noise). Masks are palette PNGs with a 2-3 px void (255) band on every object boundary, like VOC.
+Images are JPEG quality 95.
 
 Written under ``out_dir``: ``JPEGImages/<id>.jpg``, ``SegmentationClassAug/<id>.png``,
 ``train.txt``, ``train_aug.txt`` (= train), ``val.txt``, ``cls_labels.txt`` (classes present in
@@ -31,14 +35,21 @@ from datasets.voc_labels import mask_class_indices
 
 DEMO_CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross")
 DEMO_NUM_CLASSES = len(DEMO_CLASSES) + 1
-DEMO_DATA_VERSION = "2: sides 144-224 px, objects 25-55 % of the shorter side"  # 1: 96-160 px, 20-50 %
+# 1: 96-160 px, objects 20-50 %; 2: 144-224 px, 25-55 %, uniform class colour
+DEMO_DATA_VERSION = "3: class colour in a core fading into a shared pale rim; grey background"
 DEMO_VERSION_FILE = "demo_version.txt"
-_CLASS_RGB = np.array([(205, 45, 40), (45, 165, 60), (40, 80, 210), (230, 205, 35)], dtype=np.float32)
+# Core colours keep the blue channel low: the demo network learned a class with a blue core (at any
+# class index), and equally one with a magenta or a cyan core, far worse than the others (issue 13).
+_CLASS_RGB = np.array([(205, 45, 40), (45, 165, 60), (240, 125, 25), (230, 205, 35)], dtype=np.float32)
+_RIM_RGB = np.array((230, 230, 230), dtype=np.float32)  # the pale rim every class fades into
+_CORE = (0.15, 0.5)  # class colour in full up to 0.15 · size from the core point, fading until 0.5
+_RIM_WEIGHT = 0.35  # share of the class colour that is left in the rim
+_BG_TINT = (2, 2)  # per-channel tint of the background base and blobs: nearly grey
 _SIDE_RANGE = (144, 224)
 _OBJECT_FRACTION = (0.25, 0.55)
 _MAX_OVERLAP = 0.15
-# circumradius / size: disc, square (side 0.85·size), triangle (side 1.15·size), cross (bars size × 0.4·size)
-_CIRCUMRADIUS = (0.5, 0.85 / np.sqrt(2), 1.15 / np.sqrt(3), np.sqrt(0.25 + 0.04))
+# circumradius / size: disc, square (side 0.85·size), triangle (side 1.3·size), cross (bars size × 0.4·size)
+_CIRCUMRADIUS = (0.5, 0.85 / np.sqrt(2), 1.3 / np.sqrt(3), np.sqrt(0.25 + 0.04))
 _SPLIT_CODES = {"train": 0, "val": 1}
 
 
@@ -55,14 +66,14 @@ class DemoSummary:
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Low-saturation clutter: grey base, oriented stripes, soft blobs and noise. (H, W, 3) float32."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = rng.uniform(70, 170) + rng.uniform(-12, 12, size=3)
+    base = rng.uniform(70, 170) + rng.uniform(-_BG_TINT[0], _BG_TINT[0], size=3)
     angle, period = rng.uniform(0, np.pi), rng.uniform(6, 24)
     stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
     image = base + rng.uniform(5, 18) * stripes[..., None]
     for _ in range(rng.integers(2, 6)):
         cy, cx, radius = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(8, 35)
         blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
-        tint = rng.uniform(-40, 40) + rng.uniform(-8, 8, size=3)
+        tint = rng.uniform(-40, 40) + rng.uniform(-_BG_TINT[1], _BG_TINT[1], size=3)
         image += blob[..., None] * tint
     image += rng.normal(0, 5, size=image.shape)
     return image.astype(np.float32)
@@ -78,7 +89,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, height: int, width: int, siz
     """One filled shape of class ``cls`` and side/diameter ``size``, placed fully inside the image.
 
     Disc: diameter ``size`` (slightly elliptic); square: side 0.85·size; triangle: equilateral with
-    side 1.15·size; cross: two bars size × 0.4·size. Each is rotated at random.
+    side 1.3·size (about the area of the others); cross: two bars size × 0.4·size. Each is rotated at random.
 
     Returns:
         (H, W) bool mask.
@@ -103,14 +114,32 @@ def _shape_mask(rng: np.random.Generator, cls: int, height: int, width: int, siz
     return canvas.astype(bool)
 
 
-def _object_texture(rng: np.random.Generator, cls: int, height: int, width: int) -> np.ndarray:
-    """Jittered class colour with stripes and noise. (H, W, 3) float32."""
+def _class_weight(rng: np.random.Generator, mask: np.ndarray, size: float) -> np.ndarray:
+    """How much of the class colour each pixel shows: 1 in a core around a random point of the inner
+    half of ``mask`` (by distance to its edge), fading linearly to _RIM_WEIGHT between _CORE[0] and
+    _CORE[1] · size from that point. (H, W) float32 in [_RIM_WEIGHT, 1]."""
+    inner = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    ys, xs = np.nonzero(inner >= 0.5 * inner.max())
+    pick = int(rng.integers(ys.size))
+    yy, xx = np.mgrid[0 : mask.shape[0], 0 : mask.shape[1]].astype(np.float32)
+    dist = np.hypot(yy - ys[pick], xx - xs[pick])
+    near, far = _CORE[0] * size, _CORE[1] * size
+    fade = np.clip((far - dist) / (far - near), 0, 1)
+    return (_RIM_WEIGHT + (1 - _RIM_WEIGHT) * fade).astype(np.float32)
+
+
+def _object_texture(rng: np.random.Generator, cls: int, weight: np.ndarray) -> np.ndarray:
+    """Jittered class colour blended by ``weight`` (H, W) into the pale rim colour every class shares,
+    with stripes and noise. (H, W, 3) float32."""
+    height, width = weight.shape
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     colour = _CLASS_RGB[cls] + rng.uniform(-25, 25, size=3)
+    rim = _RIM_RGB + rng.uniform(-20, 20, size=3)
+    base = weight[..., None] * colour + (1 - weight[..., None]) * rim
     angle, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
     stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
     shade = 1 + rng.uniform(0.05, 0.15) * stripes
-    return (colour * shade[..., None] + rng.normal(0, 6, size=(height, width, 3))).astype(np.float32)
+    return (base * shade[..., None] + rng.normal(0, 6, size=(height, width, 3))).astype(np.float32)
 
 
 def _void_border(label: np.ndarray, width: int) -> np.ndarray:
@@ -154,7 +183,7 @@ def make_demo_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
         for _ in range(30):
             mask = _shape_mask(rng, cls, height, width, size)
             if _overlap_ok(mask, instances):
-                image[mask] = _object_texture(rng, cls, height, width)[mask]
+                image[mask] = _object_texture(rng, cls, _class_weight(rng, mask, size))[mask]
                 label[mask] = cls + 1
                 instances[mask] = instances.max() + 1
                 break

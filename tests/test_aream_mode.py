@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
 from utils.aream_entropy import load_entropy_file, save_entropy_file
@@ -34,23 +35,13 @@ def demo_root(tmp_path_factory) -> Path:
 def overrides(root: Path, work: Path, **extra) -> list[str]:
     """A few iterations of the demo network with the warm phase over after one, so every term is active."""
     items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
-        "train.batch_size": 2,
         "train.max_iters": 3,
-        "train.cam_iters": 0,
         "train.eval_iters": 3,
-        "train.log_iters": 1,
         "afa.seg_label_switch_iter": 1,
         "loss.reg": 0.0,  # the demo's L_reg is another issue's term; these tests check AFA + AReAM
         "val.max_images": 2,
-        "work_dir.dir": work,
-        "device": "cpu",
     }
-    items.update(extra)
-    return [f"{k}={v}" for k, v in items.items()]
+    return tiny_overrides(root, work, **{**items, **extra})
 
 
 def entropy_record(values: list[float]) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from runs import tiny_overrides
 
 from datasets.checks import check_split
 from datasets.demo import write_demo_dataset
@@ -41,20 +42,8 @@ def ids(root: Path, split: str) -> list[str]:
 
 
 def config(root: Path, work: Path, **extra):
-    items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
-        "train.batch_size": 4,
-        "train.max_iters": 2,
-        "train.cam_iters": 0,
-        "train.eval_iters": 2,
-        "work_dir.dir": work,
-        "device": "cpu",
-    }
-    items.update(extra)
-    return load_config(REPO / "configs/demo.yaml", [f"{k}={v}" for k, v in items.items()])
+    overrides = tiny_overrides(root, work, **{"train.batch_size": 4, "train.log_iters": 50, **extra})
+    return load_config(REPO / "configs/demo.yaml", overrides)
 
 
 def test_listed_id_without_image_stops_before_the_work_dir_is_written(root, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import tiny_overrides
 
 from datasets.checks import PROBED_SAMPLES
 from datasets.demo import write_demo_dataset
@@ -31,22 +32,14 @@ def demo_root(tmp_path_factory) -> Path:
 
 def overrides(root: Path, work: Path, **extra) -> list[str]:
     items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
         "train.batch_size": 2,  # one image per rank
         "train.max_iters": 4,
         "train.cam_iters": 1,
         "train.eval_iters": 1000,
-        "train.log_iters": 1,
         "afa.seg_label_switch_iter": 2,
         "val.max_images": 2,
-        "work_dir.dir": work,
-        "device": "cpu",
     }
-    items.update(extra)
-    return [f"{k}={v}" for k, v in items.items()]
+    return tiny_overrides(root, work, **{**items, **extra})
 
 
 def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

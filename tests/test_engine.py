@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
 from utils.checkpoint import load_checkpoint
@@ -26,24 +27,19 @@ def demo_root(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_overrides(root: Path, work: Path, **extra) -> list[str]:
-    """A few-iteration run of the demo network on the generated data (all three phases)."""
-    items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
-        "train.batch_size": 4,
-        "train.max_iters": 6,
-        "train.cam_iters": 1,
-        "train.eval_iters": 3,
-        "train.log_iters": 2,
-        "afa.seg_label_switch_iter": 3,
-        "work_dir.dir": work,
-        "device": "cpu",
-    }
-    items.update(extra)
-    return [f"{k}={v}" for k, v in items.items()]
+# A few-iteration run of the demo network on the generated data, through all three phases.
+ENGINE_RUN = {
+    "train.batch_size": 4,
+    "train.max_iters": 6,
+    "train.cam_iters": 1,
+    "train.eval_iters": 3,
+    "train.log_iters": 2,
+    "afa.seg_label_switch_iter": 3,
+}
+
+
+def engine_overrides(root: Path, work: Path, **extra) -> list[str]:
+    return tiny_overrides(root, work, **{**ENGINE_RUN, **extra})
 
 
 def test_every_config_validates():
@@ -91,7 +87,7 @@ def _coco_layout(demo: Path, out: Path) -> Path:
 
 
 def test_voc_settings_run_and_write_outputs(demo_root, tmp_path):
-    cfg = load_config(REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "voc"))
+    cfg = load_config(REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "voc"))
     metrics = train(cfg)
     work = tmp_path / "voc"
     for name in ("last.pt", "best.pt", "iter_3.pt", "iter_6.pt"):
@@ -105,7 +101,7 @@ def test_voc_settings_run_and_write_outputs(demo_root, tmp_path):
 
 def test_coco_settings_run(demo_root, tmp_path):
     root = _coco_layout(demo_root, tmp_path / "coco_layout")
-    overrides = tiny_overrides(root, tmp_path / "coco", **{"train.max_iters": 4, "train.eval_iters": 4})
+    overrides = engine_overrides(root, tmp_path / "coco", **{"train.max_iters": 4, "train.eval_iters": 4})
     overrides += ["dataset.name=coco", "train.split=train", "par.num_iter=15", "afa.aff_label_switch_iter=2"]
     cfg = load_config(REPO / "configs/demo.yaml", overrides)
     metrics = train(cfg)
@@ -116,21 +112,21 @@ def test_coco_settings_run(demo_root, tmp_path):
 def test_bf16_and_eval_mode_cam_options_run(demo_root, tmp_path):
     """The two speed options (not the reference's behaviour) train and validate."""
     extra = {"train.max_iters": 2, "train.eval_iters": 2, "train.amp": "bf16", "cam.train_mode": False}
-    cfg = load_config(REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "fast", **extra))
+    cfg = load_config(REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "fast", **extra))
     metrics = train(cfg)
     assert metrics["num_images"] == 4 and 0.0 <= metrics["cam"]["miou"] <= 1.0
 
 
 def test_resume_is_exact(demo_root, tmp_path):
     """N iterations + resume + N iterations gives the same weights and optimiser state as 2N straight."""
-    straight = load_config(REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "a"))
+    straight = load_config(REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "a"))
     train(straight)
     first = load_config(
-        REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "b", **{"train.stop_iter": 3})
+        REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "b", **{"train.stop_iter": 3})
     )
     train(first)
     assert load_checkpoint(tmp_path / "b/checkpoints/last.pt")["step"] == 3
-    second = load_config(REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "b"))
+    second = load_config(REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "b"))
     train(second, resume=True)
     a = load_checkpoint(tmp_path / "a/checkpoints/last.pt")
     b = load_checkpoint(tmp_path / "b/checkpoints/last.pt")
@@ -148,10 +144,10 @@ def test_resume_is_exact(demo_root, tmp_path):
 def test_resume_differs_from_restart(demo_root, tmp_path):
     """The resume test can fail: a fresh 3-iteration run does not match the state after 6."""
     cfg = load_config(
-        REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "c", **{"train.stop_iter": 3})
+        REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "c", **{"train.stop_iter": 3})
     )
     train(cfg)
-    full = load_config(REPO / "configs/demo.yaml", tiny_overrides(demo_root, tmp_path / "d"))
+    full = load_config(REPO / "configs/demo.yaml", engine_overrides(demo_root, tmp_path / "d"))
     train(full)
     c = load_checkpoint(tmp_path / "c/checkpoints/last.pt")["model"]
     d = load_checkpoint(tmp_path / "d/checkpoints/last.pt")["model"]
@@ -161,7 +157,7 @@ def test_resume_differs_from_restart(demo_root, tmp_path):
 def test_two_process_ddp_on_cpu(demo_root, tmp_path):
     """torchrun with 2 gloo processes trains, validates on sharded images and writes one checkpoint."""
     work = tmp_path / "ddp"
-    overrides = tiny_overrides(demo_root, work, **{"train.max_iters": 3, "train.eval_iters": 3})
+    overrides = engine_overrides(demo_root, work, **{"train.max_iters": 3, "train.eval_iters": 3})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     cmd += ["train_voc.py", "--config", "configs/demo.yaml", *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1")

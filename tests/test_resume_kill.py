@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
 from utils.checkpoint import load_checkpoint
@@ -38,23 +39,14 @@ def demo_root(tmp_path_factory) -> Path:
 def overrides(root: Path, work: Path, **extra) -> list[str]:
     """Eight iterations through all three phases, a checkpoint (and iter_<n>.pt) after each."""
     items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
-        "train.batch_size": 2,
         "train.max_iters": MAX_ITERS,
         "train.cam_iters": 2,
         "train.eval_iters": 1000,  # validation only at the end
-        "train.log_iters": 1,
         "train.ckpt_iters": 1,
         "afa.seg_label_switch_iter": 4,
         "val.max_images": 1,
-        "work_dir.dir": work,
-        "device": "cpu",
     }
-    items.update(extra)
-    return [f"{k}={v}" for k, v in items.items()]
+    return tiny_overrides(root, work, **{**items, **extra})
 
 
 def start(root: Path, work: Path, resume: bool = False) -> subprocess.Popen:

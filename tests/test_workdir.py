@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runs import tiny_overrides
 
 import utils.train_step as train_step_module
 from datasets.demo import write_demo_dataset
@@ -30,21 +31,8 @@ def root(tmp_path_factory) -> Path:
 
 
 def config(root: Path, work: Path, **extra):
-    items = {
-        "dataset.root_dir": root,
-        "dataset.name_list_dir": root,
-        "dataset.crop_size": 64,
-        "dataset.num_workers": 0,
-        "train.batch_size": 4,
-        "train.max_iters": 2,
-        "train.cam_iters": 0,
-        "train.eval_iters": 2,
-        "train.log_iters": 1,
-        "work_dir.dir": work,
-        "device": "cpu",
-    }
-    items.update(extra)
-    return load_config(REPO / "configs/demo.yaml", [f"{k}={v}" for k, v in items.items()])
+    overrides = tiny_overrides(root, work, **{"train.batch_size": 4, **extra})
+    return load_config(REPO / "configs/demo.yaml", overrides)
 
 
 @pytest.fixture(scope="module")
