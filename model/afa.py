@@ -26,12 +26,15 @@ class AFAOutput(NamedTuple):
         attn_logits: the encoder blocks' attention logits (see ``EncoderOutput``): the affinity head's
             last blocks and any requested with ``logit_blocks``; ``None`` for the others.
         aff_pred: (B, N, N) predicted affinity in (0, 1), N = h16·w16 tokens of the last stage.
+        cam: (B, K, h16, w16) class activation maps of this pass before ReLU, detached (used only by
+            the ``cam.from_forward`` fast option).
     """
 
     cls_logits: Tensor
     seg_logits: Tensor
     attn_logits: list[Tensor | None]
     aff_pred: Tensor
+    cam: Tensor | None = None
 
 
 class CAMOutput(NamedTuple):
@@ -62,8 +65,10 @@ def affinity_from_attention(attn_logits: list[Tensor], proj: nn.Conv2d, num_bloc
         (B, N, N) affinities in (0, 1).
     """
     s = torch.cat(attn_logits[-num_blocks:], dim=1)  # (B, num_blocks·nh, N, N)
-    s = s + s.transpose(-2, -1)
-    return torch.sigmoid(proj(s)).squeeze(1)
+    # proj is linear, so proj(S + Sᵀ) = W·S + (W·S)ᵀ + bias: mix the heads first, then symmetrise
+    # one (B, N, N) map instead of num_blocks·nh of them (the same sum, in another order).
+    mixed = torch.einsum("bcnm,c->bnm", s, proj.weight.view(-1).to(s.dtype))
+    return torch.sigmoid(mixed + mixed.transpose(-2, -1) + proj.bias.to(s.dtype))
 
 
 class AFANetwork(nn.Module):
@@ -123,7 +128,19 @@ class AFANetwork(nn.Module):
         seg = self.decoder(enc.features)
         cls = pooled_class_logits(enc.features[3], self.classifier, self.pooling)
         aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
-        return AFAOutput(cls, seg, enc.attn_logits, aff)
+        cam = class_activation_map(enc.features[3].detach(), self.classifier).detach()
+        return AFAOutput(cls, seg, enc.attn_logits, aff, cam)
+
+    def segment(self, x: Tensor) -> Tensor:
+        """Segmentation logits only (test-time inference): fused attention in every block, no affinity.
+
+        Args:
+            x: (B, 3, H, W) normalised.
+
+        Returns:
+            (B, C, H/4, W/4), the ``seg_logits`` of ``forward``.
+        """
+        return self.decoder(self.encoder(x, ()).features)
 
     def forward_cam(
         self,
@@ -131,6 +148,7 @@ class AFANetwork(nn.Module):
         run_decoder: bool = True,
         with_affinity: bool = True,
         logit_blocks: Iterable[int] = (),
+        logit_batch: int | None = None,
     ) -> CAMOutput:
         """The CAM pass (reference ``cam_only=True``).
 
@@ -143,8 +161,9 @@ class AFANetwork(nn.Module):
             with_affinity: compute ``aff_pred`` (the reference does at every scale; only the largest
                 scale's is used).
             logit_blocks: further encoder blocks whose attention logits to return.
+            logit_batch: logits (and ``aff``) for the first ``logit_batch`` samples only (None: all).
         """
-        enc = self.encoder(x, self._logit_request(with_affinity, logit_blocks))
+        enc = self.encoder(x, self._logit_request(with_affinity, logit_blocks), logit_batch)
         if run_decoder:
             self.decoder.update_statistics(enc.features)
         cam = class_activation_map(enc.features[3], self.classifier).detach()

@@ -60,6 +60,7 @@ def multi_scale_cam(
     scales: tuple[float, ...],
     run_decoder: bool = True,
     amp_dtype: torch.dtype | None = None,
+    with_affinity: bool = True,
 ) -> MultiScaleCAM:
     """Multi-scale, flip CAM (spec §3.1).
 
@@ -74,6 +75,8 @@ def multi_scale_cam(
         scales: e.g. (1.0, 0.5, 1.5).
         run_decoder: forwarded to ``forward_cam``.
         amp_dtype: autocast dtype for the network passes; the maps are returned in float32.
+        with_affinity: False skips the affinity (``aff_pred`` and ``aff_grid`` are then None), for
+            callers that take it from elsewhere (validation uses the single-scale forward's).
 
     Returns:
         MultiScaleCAM; ``aff_pred`` comes from the largest scale (the reference picks it by
@@ -87,9 +90,12 @@ def multi_scale_cam(
     for s in ordered:
         xs = x if s == 1.0 else resize(x, (int(s * h), int(s * w)))
         with maybe_autocast(x.device, amp_dtype):
-            need_aff = s == largest and aff_pred is None
+            need_aff = with_affinity and s == largest and aff_pred is None
             out = model.forward_cam(
-                torch.cat([xs, hflip(xs)], dim=0), run_decoder=run_decoder, with_affinity=need_aff
+                torch.cat([xs, hflip(xs)], dim=0),
+                run_decoder=run_decoder,
+                with_affinity=need_aff,
+                logit_batch=b,  # the flipped half's affinity is never used
             )
         if need_aff:
             aff_pred, aff_grid = out.aff_pred[:b].float(), tuple(out.cam.shape[-2:])
@@ -97,6 +103,22 @@ def multi_scale_cam(
         cam = F.relu(torch.maximum(cam[:b], hflip(cam[b:])))
         cam_sum = cam if cam_sum is None else cam_sum + cam
     return MultiScaleCAM(normalize_cam(cam_sum), aff_pred, aff_grid)
+
+
+def single_pass_cam(cam: Tensor, aff_pred: Tensor, size: tuple[int, int]) -> MultiScaleCAM:
+    """The CAM of one pass, built as ``multi_scale_cam`` builds it for scale 1.0 without the flip:
+    resized to ``size``, ReLU'd, min-max normalised (the ``cam.from_forward`` fast option).
+
+    Args:
+        cam: (B, K, h, w) CAM of the pass before ReLU.
+        aff_pred: (B, h·w, h·w) affinity of the same pass.
+        size: (H, W) of the input.
+
+    Returns:
+        MultiScaleCAM with ``cam`` (B, K, H, W), the detached ``aff_pred`` and its grid (h, w).
+    """
+    full = F.relu(resize(cam.detach().float(), size))
+    return MultiScaleCAM(normalize_cam(full), aff_pred.detach().float(), tuple(cam.shape[-2:]))
 
 
 def mask_absent_classes(cam: Tensor, cls_label: Tensor) -> Tensor:

@@ -43,7 +43,7 @@ def msc_flip_inference(
     scales is taken.
 
     Args:
-        model: an ``AFANetwork`` in eval mode.
+        model: an ``AFANetwork`` in eval mode (its ``segment``: no attention logits, no affinity).
         x: (B, 3, H, W) normalised images.
         scales: e.g. ``AUTHORS_TEST_SCALES``.
 
@@ -53,13 +53,13 @@ def msc_flip_inference(
     if resize_long is not None:
         x = resize_long_side(x, resize_long)
     b = x.shape[0]
-    logits = model(torch.cat([x, hflip(x)], dim=0)).seg_logits
+    logits = model.segment(torch.cat([x, hflip(x)], dim=0))
     seg = logits[:b]
     grid = tuple(seg.shape[-2:])
     msc = None
     for s in scales:
         xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        out = resize(model(torch.cat([xs, hflip(xs)], dim=0)).seg_logits, grid)
+        out = resize(model.segment(torch.cat([xs, hflip(xs)], dim=0)), grid)
         avg = (out[:b] + hflip(out[b:])) / 2
         msc = avg if msc is None else torch.maximum(msc, avg)
     return SegPrediction(seg, msc)

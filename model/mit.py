@@ -114,10 +114,14 @@ class EfficientAttention(nn.Module):
         b, n, _ = x.shape
         return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, n, d)
 
-    def forward(self, x: Tensor, h: int, w: int, need_logits: bool = True) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, h: int, w: int, need_logits: bool = True, logit_batch: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """x (B, N, C) with N = h·w -> (out (B, N, C), attention logits or None, see EncoderOutput).
 
         Without ``need_logits`` the attention is one fused ``scaled_dot_product_attention`` call.
+        ``logit_batch`` = m returns the logits of the first m samples only, (m, nh, ·, ·); the other
+        samples take the fused path (the flipped half of a CAM pass needs none).
         """
         b, n, c = x.shape
         q = self._split_heads(self.q(x))  # (B, nh, N, d)
@@ -125,14 +129,17 @@ class EfficientAttention(nn.Module):
             grid = x.transpose(1, 2).reshape(b, c, h, w)
             x = self.norm(self.sr(grid).flatten(2).transpose(1, 2))  # (B, N_kv, C)
         k, v = (self._split_heads(t) for t in self.kv(x).chunk(2, dim=-1))  # each (B, nh, N_kv, d)
+        m = b if logit_batch is None else min(logit_batch, b)
         logits = None
         if self.sr_ratio == 1 and need_logits:
-            logits = q @ k.transpose(-2, -1)  # (B, nh, N, N)
-            out = logits.mul(self.scale).softmax(dim=-1) @ v
+            logits = q[:m] @ k[:m].transpose(-2, -1)  # (m, nh, N, N)
+            out = logits.mul(self.scale).softmax(dim=-1) @ v[:m]
+            if m < b:
+                out = torch.cat([out, F.scaled_dot_product_attention(q[m:], k[m:], v[m:])])
         else:
             out = F.scaled_dot_product_attention(q, k, v)
             if need_logits:
-                logits = pooled_query_logits(q, k, h, w, self.sr_ratio)
+                logits = pooled_query_logits(q[:m], k[:m], h, w, self.sr_ratio)
         out = out.transpose(1, 2).reshape(b, n, c)
         return self.proj(out), logits
 
@@ -195,8 +202,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MixFFN(dim, dim * mlp_ratio)
 
-    def forward(self, x: Tensor, h: int, w: int, need_logits: bool = True) -> tuple[Tensor, Tensor | None]:
-        out, logits = self.attn(self.norm1(x), h, w, need_logits)
+    def forward(
+        self, x: Tensor, h: int, w: int, need_logits: bool = True, logit_batch: int | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        out, logits = self.attn(self.norm1(x), h, w, need_logits, logit_batch)
         x = x + self.drop_path(out)
         x = x + self.drop_path(self.mlp(self.norm2(x), h, w))
         return x, logits
@@ -264,13 +273,16 @@ class MixVisionTransformer(nn.Module):
             height, width = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
         return height, width
 
-    def forward(self, x: Tensor, logit_blocks: Iterable[int] | None = None) -> EncoderOutput:
+    def forward(
+        self, x: Tensor, logit_blocks: Iterable[int] | None = None, logit_batch: int | None = None
+    ) -> EncoderOutput:
         """x (B, 3, H, W) -> EncoderOutput (features at strides 4, 8, 16, 16 for strides (4,2,2,1)).
 
         Args:
             x: (B, 3, H, W) normalised images.
             logit_blocks: the block indices (0-based over all stages; negative counts from the end)
                 whose attention logits to return; ``None`` returns every block's (spec §1.4).
+            logit_batch: return the logits of the first ``logit_batch`` samples only (None: all B).
         """
         wanted = self.block_indices(logit_blocks)
         features, attn_logits = [], []
@@ -278,7 +290,7 @@ class MixVisionTransformer(nn.Module):
             embed, blocks, norm = self.stage(i)
             x, h, w = embed(x)
             for block in blocks:
-                x, logits = block(x, h, w, need_logits=len(attn_logits) in wanted)
+                x, logits = block(x, h, w, len(attn_logits) in wanted, logit_batch)
                 attn_logits.append(logits)
             x = norm(x).transpose(1, 2).reshape(x.shape[0], -1, h, w)  # (B, C_i, h, w)
             features.append(x)

@@ -50,6 +50,8 @@ class PseudoLabelSettings:
         cam_train_mode: True runs the CAM passes as the reference does: in the model's current (train)
             mode, with DropPath active and the decoder run so that BatchNorm statistics are updated.
             False runs them in eval mode without the decoder (faster; a documented deviation).
+        cam_from_forward: no CAM passes at all: the CAM and the propagation affinity are the training
+            forward's (one scale, no flip; the fastest option, not the reference).
         ignore_index: the ignore label.
     """
 
@@ -63,6 +65,7 @@ class PseudoLabelSettings:
     seg_switch_iter: int = 6000
     aff_switch_iter: int | None = None
     cam_train_mode: bool = True
+    cam_from_forward: bool = False
     ignore_index: int = 255
 
 
@@ -159,6 +162,7 @@ def make_targets(
     n_iter: int,
     s: PseudoLabelSettings,
     amp_dtype: torch.dtype | None = None,
+    msc: MultiScaleCAM | None = None,
 ) -> AFATargets:
     """All pseudo labels of one training iteration (spec §5.6), in the model's current mode.
 
@@ -169,10 +173,12 @@ def make_targets(
         img_box: (B, 4) valid regions [h0, h1, w0, w1].
         n_iter: 0-based iteration, for the label-source switches.
         amp_dtype: autocast dtype for the CAM passes only; labels are computed in float32.
+        msc: the CAM and affinity to use instead of running the CAM passes (``single_pass_cam`` of
+            the training forward, for ``cam_from_forward``).
     """
     h, w = x.shape[-2:]
     images01 = denormalize(x)
-    msc = cam_passes(model, x, s, amp_dtype)
+    msc = msc if msc is not None else cam_passes(model, x, s, amp_dtype)
     valid_cam, pseudo_label = cam_to_pseudo_label(
         msc.cam, cls_label, img_box, s.bkg_score, s.high_thre, s.low_thre, True, s.ignore_index
     )

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from datasets.demo import write_demo_dataset
+from utils.cli import split_overrides
 from utils.config import load_config
 from utils.demo_report import validation_history, verdict
 from utils.dist import configure_runtime
@@ -37,21 +38,25 @@ def run_seed(config: str, data: Path, seed: int, extra: list[str]) -> tuple[list
     return validation_history(log), (time.perf_counter() - start) / 60
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """Options and ``key=value`` overrides, in any order (also right after ``--seeds``)."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--data", type=Path, default=Path("demo_data"))
-    parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    return split_overrides(parser, argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, overrides = parse_args(argv)
     configure_runtime()
     if not (args.data / "val.txt").is_file():
         print(f"generated {write_demo_dataset(args.data)}")
     header = f"{'seed':>4s} {'cls F1':>7s} {'cam':>6s} {'aff':>6s} {'seg':>6s} {'best seg':>12s}"
     rows = [header + f" {'aff>cam':>8s} {'final~best':>10s} {'min':>5s}"]
     for seed in args.seeds:
-        history, minutes = run_seed(args.config, args.data, seed, args.overrides)
+        history, minutes = run_seed(args.config, args.data, seed, overrides)
         last, v = history[-1], verdict(history)
         best = f"{v.best_seg:.2f}@{v.best_step}"
         rows.append(

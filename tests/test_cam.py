@@ -104,16 +104,24 @@ class RecordingModel(torch.nn.Module):
         super().__init__()
         self.calls: list[tuple[int, ...]] = []
         self.flip_ok: list[bool] = []
+        self.logit_batches: list[int | None] = []
 
-    def forward_cam(self, x: torch.Tensor, run_decoder: bool = True, with_affinity: bool = True) -> CAMOutput:
+    def forward_cam(
+        self,
+        x: torch.Tensor,
+        run_decoder: bool = True,
+        with_affinity: bool = True,
+        logit_batch: int | None = None,
+    ) -> CAMOutput:
         self.calls.append(tuple(x.shape))
+        self.logit_batches.append(logit_batch)
         b = x.shape[0] // 2
         self.flip_ok.append(torch.equal(x[b:], x[:b].flip(-1)))
         cam = F.avg_pool2d(x[:, :1], 4)
         n = cam.shape[-2] * cam.shape[-1]
         aff = torch.full((2 * b, n, n), float(x.shape[-2]))
         aff[b:] *= -1
-        return CAMOutput(cam, aff, [])
+        return CAMOutput(cam, aff[:logit_batch], [])
 
 
 def test_multi_scale_cam_order_and_largest_scale_affinity():
@@ -125,6 +133,7 @@ def test_multi_scale_cam_order_and_largest_scale_affinity():
     out = multi_scale_cam(model, x, (0.5, 1.5, 1.0))
     assert model.calls == [(4, 3, 32, 48), (4, 3, 16, 24), (4, 3, 48, 72)]
     assert all(model.flip_ok)
+    assert model.logit_batches == [2, 2, 2]  # attention logits of the non-flipped half only
     assert out.aff_grid == (12, 18)
     assert out.aff_pred.shape == (2, 216, 216) and bool((out.aff_pred == 48).all())
     assert out.cam.shape == (2, 1, 32, 48)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
 import pytest
 
 from utils.demo_report import Evaluation, history_table, validation_history, verdict, verdict_lines
@@ -67,3 +70,11 @@ def test_reads_the_lines_the_trainer_writes(tmp_path):
     log = tmp_path / "train.log"
     log.write_text("\n".join(lines) + "\n")
     assert validation_history(log) == [Evaluation(200, pytest.approx(90.0), 50.0, 50.0, 50.0)]
+
+
+def test_demo_seeds_takes_overrides_anywhere():
+    """``--seeds 0 3 key=value`` keeps the override out of the seed list (it used to be parsed as a seed)."""
+    module = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts/demo_seeds.py"))
+    args, overrides = module["parse_args"](["--seeds", "0", "3", "train.eval_iters=100", "--data", "d"])
+    assert args.seeds == [0, 3] and str(args.data) == "d"
+    assert overrides == ["train.eval_iters=100"]

@@ -35,6 +35,40 @@ def test_network_logit_request_adds_blocks_and_cam_pass_can_skip_affinity(tiny_m
     torch.testing.assert_close(bare.cam, plain.cam, rtol=1e-5, atol=1e-6)
 
 
+def test_logit_batch_returns_the_first_samples_logits_and_changes_no_output(tiny_model):
+    """``logit_batch`` = m: logits and affinity of the first m samples only, equal to the full pass's
+    (blocks with and without spatial reduction); the CAM of every sample unchanged."""
+    torch.manual_seed(0)
+    model = tiny_model(num_classes=5).eval()
+    x = torch.randn(4, 3, 48, 80)
+    with torch.no_grad():
+        full = model.forward_cam(x, logit_blocks=range(5))
+        part = model.forward_cam(x, logit_blocks=range(5), logit_batch=2)
+    assert part.aff_pred.shape == (2, 15, 15)
+    torch.testing.assert_close(part.aff_pred, full.aff_pred[:2], rtol=1e-5, atol=1e-6)
+    for got, want in zip(part.attn_logits, full.attn_logits, strict=True):
+        assert got.shape[0] == 2
+        torch.testing.assert_close(got, want[:2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part.cam, full.cam, rtol=1e-5, atol=1e-5)
+
+
+def test_segment_is_the_forwards_segmentation_without_any_logits(tiny_model, monkeypatch):
+    model = tiny_model(num_classes=5).eval()
+    x = torch.randn(2, 3, 48, 80)
+    asked = []
+    original = model.encoder.forward
+    def recording(x, blocks=None):
+        asked.append(blocks)
+        return original(x, blocks)
+
+    monkeypatch.setattr(model.encoder, "forward", recording)
+    with torch.no_grad():
+        seg = model.segment(x)
+        full = model(x).seg_logits
+    assert asked[0] == ()  # fused attention in every block
+    torch.testing.assert_close(seg, full, rtol=1e-5, atol=1e-6)
+
+
 def test_aff_pred_is_symmetric_and_in_open_unit_interval(golden_model):
     """A = sigmoid(proj(S + Sᵀ)) is symmetric, strictly inside (0, 1) (spec Appendix A)."""
     torch.manual_seed(0)

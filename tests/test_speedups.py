@@ -81,13 +81,13 @@ def test_multi_scale_cam_asks_for_the_affinity_at_the_largest_scale_only(tiny_mo
     asked = []
     original = model.forward_cam
 
-    def recording(x, run_decoder=True, with_affinity=True):
-        asked.append((x.shape[-1], with_affinity))
-        return original(x, run_decoder, with_affinity)
+    def recording(x, run_decoder=True, with_affinity=True, logit_batch=None):
+        asked.append((x.shape[-1], with_affinity, logit_batch))
+        return original(x, run_decoder, with_affinity, logit_batch=logit_batch)
 
     model.forward_cam = recording
     msc = multi_scale_cam(model, torch.randn(1, 3, 64, 64), (1.0, 0.5, 1.5))
-    assert asked == [(64, False), (32, False), (96, True)]
+    assert asked == [(64, False, 1), (32, False, 1), (96, True, 1)]  # never the flipped half's logits
     assert msc.aff_pred.shape == (1, 36, 36) and msc.aff_grid == (6, 6)
 
 

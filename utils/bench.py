@@ -85,8 +85,9 @@ def bench_config(args: argparse.Namespace, extra: list[str] = ()) -> DictConfig:
 
 
 def fast_overrides(fast: bool) -> list[str]:
-    """The documented fast options (docs/BENCHMARKS.md): eval-mode CAM passes without the decoder."""
-    return ["cam.train_mode=false"] if fast else []
+    """The documented fast options (docs/BENCHMARKS.md): no CAM passes, the CAM and affinity of the
+    training forward (``cam.from_forward``; ``cam.train_mode=false`` for any pass that remains)."""
+    return ["cam.train_mode=false", "cam.from_forward=true"] if fast else []
 
 
 def random_images(batch: int, height: int, width: int, device: torch.device, seed: int = 0) -> torch.Tensor:

@@ -75,6 +75,7 @@ class CamConfig:
     train_mode: bool = (
         True  # reference: CAM passes in train mode, decoder run (BN stats); false = eval, faster
     )
+    from_forward: bool = False  # fastest, not the reference: CAM + affinity of the training forward
 
 
 @dataclass
@@ -281,6 +282,10 @@ def validate(cfg: DictConfig) -> None:
         ),
         (cfg.aream.mode in ("add", "replace"), "aream.mode must be 'add' or 'replace'"),
         (cfg.aream.grid_conversion in ("expand", "reduce"), "aream.grid_conversion: 'expand' or 'reduce'"),
+        (
+            not (cfg.cam.from_forward and cfg.aream.enabled),
+            "cam.from_forward is an AFA option; AReAM needs its own CAM passes (set one of them false)",
+        ),
     ]
     for ok, message in checks:
         if not ok:

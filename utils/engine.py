@@ -82,6 +82,7 @@ def step_settings(cfg: DictConfig) -> StepSettings:
         seg_switch_iter=cfg.afa.seg_label_switch_iter,
         aff_switch_iter=cfg.afa.aff_label_switch_iter,
         cam_train_mode=cfg.cam.train_mode,
+        cam_from_forward=cfg.cam.from_forward,
         ignore_index=cfg.dataset.ignore_index,
     )
     amp = torch.bfloat16 if cfg.train.amp == "bf16" else None

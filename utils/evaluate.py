@@ -53,7 +53,7 @@ def predict_for_validation(
     size = tuple(image.shape[-2:])
     out = model(image)
     seg = resize(out.seg_logits, size).argmax(dim=1)[0]
-    cam = multi_scale_cam(model, image, s.cam_scales).cam
+    cam = multi_scale_cam(model, image, s.cam_scales, with_affinity=False).cam  # the walk uses out.aff_pred
     cam_label = cam_to_label(cam, cls_label, s.bkg_score)[0]
     grid = model.encoder.token_grid(*size)
     rw = propagate_with_bkg(

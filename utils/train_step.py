@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from model.afa import AFAOutput
-from model.cam import maybe_autocast, resize
+from model.cam import maybe_autocast, resize, single_pass_cam
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets
 from model.rloss import regularised_loss
@@ -91,8 +91,11 @@ def forward_losses(
         output = model(x, logit_blocks=() if aream is None else aream.deep_blocks)
     # pseudo labels (no grad)
     if aream is None:
+        own = None
+        if settings.pseudo.cam_from_forward:
+            own = single_pass_cam(output.cam, output.aff_pred, tuple(x.shape[-2:]))
         targets = make_targets(
-            unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype
+            unwrap(model), x, cls_label, img_box, n_iter, settings.pseudo, settings.amp_dtype, own
         )
     else:
         targets, aream_label = make_aream_targets(
