@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -24,11 +25,23 @@ class SegPrediction(NamedTuple):
     msc_seg: Tensor
 
 
+def long_side_size(size: tuple[int, int], resize_long: int | None) -> tuple[int, int]:
+    """(H, W) with the long side resized to ``resize_long`` (None keeps it): (int(H·r), int(W·r))."""
+    if resize_long is None:
+        return size
+    ratio = resize_long / max(size)
+    return int(size[0] * ratio), int(size[1] * ratio)
+
+
 def resize_long_side(x: Tensor, resize_long: int) -> Tensor:
     """Bilinear resize of (B, 3, H, W) so that the long side is ``resize_long``: (int(H·r), int(W·r))."""
-    h, w = x.shape[-2:]
-    ratio = resize_long / max(h, w)
-    return resize(x, (int(h * ratio), int(w * ratio)))
+    return resize(x, long_side_size(tuple(x.shape[-2:]), resize_long))
+
+
+def smallest_inference_side(size: tuple[int, int], scales: tuple[float, ...], resize_long: int | None) -> int:
+    """The shortest side (px) any pass of ``msc_flip_inference`` sees for an (H, W) image."""
+    h, w = long_side_size(size, resize_long)
+    return min(int(math.floor(d * s)) for d in (h, w) for s in (1.0, *scales))
 
 
 @torch.no_grad()

@@ -273,6 +273,14 @@ class MixVisionTransformer(nn.Module):
             height, width = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
         return height, width
 
+    def min_input_side(self) -> int:
+        """The smallest image side (px) the encoder takes: every stage's token grid at least as wide as
+        its spatial-reduction window (a smaller grid fails in the reduction convolution)."""
+        side = 1
+        while any(self.token_grid(side, side, i)[0] < sr for i, sr in enumerate(self.variant.sr_ratios)):
+            side += 1
+        return side
+
     def forward(
         self, x: Tensor, logit_blocks: Iterable[int] | None = None, logit_batch: int | None = None
     ) -> EncoderOutput:

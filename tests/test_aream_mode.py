@@ -127,7 +127,8 @@ def test_training_step_in_each_mode(demo_root, tmp_path, mode, conversion):
     assert set(result.losses) == {"cls", "seg", "aff", "aream"}
     assert all(torch.isfinite(v) for v in result.losses.values())
     assert 0 < result.losses["aream"] < 1
-    assert result.weights["aream"] == 0.1 and result.weights["aff"] == (0.1 if mode == "add" else 0.0)
+    assert cfg.loss.aff == 0.5  # the demo config's affinity weight, kept in add mode
+    assert result.weights["aream"] == 0.1 and result.weights["aff"] == (0.5 if mode == "add" else 0.0)
     requested = [i for i, a in enumerate(result.output.attn_logits) if a is not None]
     assert requested == [3, 4]
     assert (result.targets.refined_aff_label[:, :, 48:] == 255).all()  # outside the box

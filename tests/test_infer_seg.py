@@ -16,13 +16,18 @@ from PIL import Image
 from datasets.demo import write_demo_dataset
 from datasets.io import read_label
 from datasets.transforms import normalize, to_chw
+from model.inference import smallest_inference_side
+from model.mit import build_mit
 from model.weights import build_from_golden_state
 from utils.config import load_config
 from utils.crf import CRFParams
 from utils.engine import build_model
+from utils.errors import DataError
 from utils.infer import (
     CRFJob,
+    InferSettings,
     build_split_dataset,
+    check_image_size,
     crf_probabilities,
     format_table,
     infer,
@@ -285,3 +290,24 @@ def test_coco_mini_in_voc_layout(tmp_path):
     assert report["num_images"] == 4 and report["has_labels"]
     assert 0 <= report["scores"]["multi_scale"]["miou"] <= 100
     assert len(report["scores"]["multi_scale"]["iou"]) == 21
+
+
+@pytest.mark.parametrize("strides", [(4, 2, 1, 1), (4, 2, 2, 1)])
+def test_min_input_side_is_the_smallest_side_the_encoder_takes(strides):
+    """At min_input_side the encoder runs; one pixel less fails in a spatial-reduction convolution."""
+    encoder = build_mit("mit_tiny", strides).eval()
+    side = encoder.min_input_side()
+    assert side == 29  # the stage-1 grid (stride 4) must reach its 8 × 8 reduction window
+    with torch.no_grad():
+        encoder(torch.randn(1, 3, side, side + 5), ())
+        with pytest.raises(RuntimeError, match="Kernel size can't be greater"):
+            encoder(torch.randn(1, 3, side - 1, side + 5), ())
+
+
+def test_too_small_resize_long_names_the_image_and_the_key():
+    s = InferSettings(num_classes=5, scales=(1.0, 0.5), resize_long=40)
+    with pytest.raises(DataError, match=r"image a \(186×216\) gives a 17 px side") as info:
+        check_image_size("a", (186, 216), s, 29)
+    assert "infer.resize_long (≥ 69)" in info.value.hint
+    check_image_size("a", (186, 216), InferSettings(num_classes=5, scales=(1.0, 0.5), resize_long=69), 29)
+    assert smallest_inference_side((186, 216), (1.0, 0.5), 69) == 29

@@ -12,7 +12,7 @@ from runs import tiny_overrides
 
 import utils.train_step as train_step_module
 from datasets.demo import write_demo_dataset
-from utils.checkpoint import save_atomic
+from utils.checkpoint import load_checkpoint, save_atomic
 from utils.config import load_config
 from utils.engine import train
 from utils.errors import WorkDirError
@@ -146,6 +146,13 @@ def test_skip_nonfinite_counts_skips_and_stops_after_too_many_in_a_row(root, tmp
     log = (tmp_path / "a" / "train.log").read_text()
     assert "skipped step (1 so far" in log and "skipped step (2 so far" in log
     assert "2 non-finite step(s) skipped" in log
+    assert load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")["nonfinite_skips"] == 2
+    cut = {"train.max_iters": 4, "train.skip_nonfinite": True}
+    train(config(root, tmp_path / "r", **cut, **{"train.stop_iter": 2}))  # skips iteration 1, stops
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["nonfinite_skips"] == 1
+    train(config(root, tmp_path / "r", **cut), resume=True)  # skips iteration 3: counted on from 1
+    assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["nonfinite_skips"] == 2
+    assert "2 non-finite step(s) skipped" in (tmp_path / "r" / "train.log").read_text().splitlines()[-1]
     cfg = config(
         root,
         tmp_path / "b",

@@ -114,6 +114,7 @@ class Run:
     batch_in_epoch: int = 0
     best_miou: float = -1.0
     best_step: int = -1
+    nonfinite_skips: int = 0  # steps skipped by train.skip_nonfinite over the whole run, resumes included
 
 
 def checkpoint_state(run: Run, cfg: DictConfig, rng: list[dict]) -> dict:
@@ -127,6 +128,7 @@ def checkpoint_state(run: Run, cfg: DictConfig, rng: list[dict]) -> dict:
         "batch_in_epoch": run.batch_in_epoch,
         "best_miou": run.best_miou,
         "best_step": run.best_step,
+        "nonfinite_skips": run.nonfinite_skips,
         "rng": rng,
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
@@ -146,6 +148,7 @@ def restore(run: Run, directory: Path, info: DistInfo) -> Path:
     run.scheduler.load_state_dict(state["scheduler"])
     run.step, run.epoch, run.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
     run.best_miou, run.best_step = state["best_miou"], state["best_step"]
+    run.nonfinite_skips = state.get("nonfinite_skips", 0)  # absent from checkpoints before it was kept
     restore_rank_rng(state["rng"], info.rank, info.world_size, info.device)
     return path
 
@@ -278,6 +281,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
     logger.info(f"training {cfg.backbone.config} on {info.world_size} process(es), device {info.device}")
     data = batches(run, loader)
     guard = NonFiniteGuard(t.skip_nonfinite, t.max_nonfinite_in_a_row)
+    guard.skipped = run.nonfinite_skips  # a resumed run goes on counting
     names = class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes)
     steps = range(run.step, t.max_iters)
     bar = progress(steps, desc="train", initial=run.step, total=t.max_iters, disable=not info.is_main)
@@ -291,6 +295,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         result = guard.step(step, run.scheduler)
         run.step = n_iter + 1
         if result is None:
+            run.nonfinite_skips = guard.skipped
             logger.warning(f"skipped step ({guard.skipped} so far, train.skip_nonfinite): {guard.last}")
             tb.scalars({"train/nonfinite_skips": guard.skipped}, run.step)
         elif run.step % t.log_iters == 0 and info.is_main:  # loss values leave the device only here

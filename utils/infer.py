@@ -41,7 +41,7 @@ from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw
 from datasets.voc import class_names
 from model.afa import AFANetwork
 from model.cam import resize
-from model.inference import AUTHORS_TEST_SCALES, SegPrediction, msc_flip_inference
+from model.inference import AUTHORS_TEST_SCALES, SegPrediction, msc_flip_inference, smallest_inference_side
 from model.weights import load_afa_checkpoint
 from utils.crf import CRFParams, dense_crf
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
@@ -212,6 +212,20 @@ def label_at_size(logits: Tensor, size: tuple[int, int]) -> Tensor:
     return resize(logits.float(), size).argmax(dim=1)[0]
 
 
+def check_image_size(name: str, size: tuple[int, int], s: InferSettings, min_side: int) -> None:
+    """Stop with a message naming the image and the keys when a pass would be smaller than the
+    encoder takes (``min_side``, ``min_input_side``), instead of a convolution's error deep inside."""
+    side = smallest_inference_side(size, s.scales, s.resize_long)
+    if side >= min_side:
+        return
+    raise_to = "" if s.resize_long is None else f" (≥ {math.ceil(s.resize_long * min_side / max(side, 1))})"
+    raise DataError(
+        f"image {name} ({size[0]}×{size[1]}) gives a {side} px side at infer.resize_long="
+        f"{s.resize_long} and scale {min((1.0, *s.scales))}; the encoder needs at least {min_side} px",
+        hint=f"raise infer.resize_long{raise_to} or leave out the smallest infer.scales",
+    )
+
+
 @torch.no_grad()
 def predict_image(
     model: nn.Module, image: Tensor, scales: tuple[float, ...], resize_long: int | None
@@ -333,8 +347,10 @@ def run_inference(
     hists = {m: torch.zeros(c, c, dtype=torch.int64, device=device) for m in MODES[:2]}
     crf = CRFStage(s.crf_params, s.crf_workers, c, len(loader), show) if s.crf else None
     count = 0
+    min_side = model.encoder.min_input_side()
     try:
         for batch in progress(loader, desc="infer", disable=not show, dynamic_ncols=True):
+            check_image_size(batch["name"][0], tuple(batch["image"].shape[-2:]), s, min_side)
             pred = predict_image(model, batch["image"].to(device), s.scales, s.resize_long)
             gt = batch["label"][0] if has_labels else None
             if gt is not None:
