@@ -26,8 +26,8 @@ class AFAOutput(NamedTuple):
         attn_logits: the encoder blocks' attention logits (see ``EncoderOutput``): the affinity head's
             last blocks and any requested with ``logit_blocks``; ``None`` for the others.
         aff_pred: (B, N, N) predicted affinity in (0, 1), N = h16·w16 tokens of the last stage.
-        cam: (B, K, h16, w16) class activation maps of this pass before ReLU, detached (used only by
-            the ``cam.from_forward`` fast option).
+        cam: (B, K, h16, w16) class activation maps of this pass before ReLU, detached, when asked
+            for with ``with_cam`` (the ``cam.from_forward`` fast option); else None.
     """
 
     cls_logits: Tensor
@@ -116,19 +116,20 @@ class AFANetwork(nn.Module):
             wanted |= set(range(-self.aff_blocks, 0))
         return wanted
 
-    def forward(self, x: Tensor, logit_blocks: Iterable[int] = ()) -> AFAOutput:
+    def forward(self, x: Tensor, logit_blocks: Iterable[int] = (), with_cam: bool = False) -> AFAOutput:
         """x (B, 3, H, W) normalised -> AFAOutput.
 
         Args:
             x: (B, 3, H, W) normalised.
             logit_blocks: encoder blocks whose attention logits to return besides the affinity head's
                 (e.g. ``range(model.encoder.num_blocks)`` for per-layer supervision).
+            with_cam: also return this pass's detached CAM (``AFAOutput.cam``; None otherwise).
         """
         enc = self.encoder(x, self._logit_request(True, logit_blocks))
         seg = self.decoder(enc.features)
         cls = pooled_class_logits(enc.features[3], self.classifier, self.pooling)
         aff = affinity_from_attention(enc.attn_logits, self.attn_proj, self.aff_blocks)
-        cam = class_activation_map(enc.features[3].detach(), self.classifier).detach()
+        cam = class_activation_map(enc.features[3], self.classifier).detach() if with_cam else None
         return AFAOutput(cls, seg, enc.attn_logits, aff, cam)
 
     def segment(self, x: Tensor) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -41,7 +40,7 @@ def resize_long_side(x: Tensor, resize_long: int) -> Tensor:
 def smallest_inference_side(size: tuple[int, int], scales: tuple[float, ...], resize_long: int | None) -> int:
     """The shortest side (px) any pass of ``msc_flip_inference`` sees for an (H, W) image."""
     h, w = long_side_size(size, resize_long)
-    return min(int(math.floor(d * s)) for d in (h, w) for s in (1.0, *scales))
+    return min(int(d * s) for d in (h, w) for s in (1.0, *scales))  # floor, as scale_factor does
 
 
 @torch.no_grad()

@@ -18,10 +18,8 @@ import sys
 from utils.attention_analysis import BKG_SWEEP, analyse, block_stages, layer_rows, write_outputs
 from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.data import build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
-from utils.errors import DataError
-from utils.infer import build_split_dataset, load_model
+from utils.infer import labelled_split_loader, load_model
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -42,10 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_runtime()
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     split = args.split or cfg.val.split
-    dataset, has_labels = build_split_dataset(cfg, split)
-    if not has_labels:
-        raise DataError(f"split {split} has no ground truth", hint="pass --split of a split with masks")
-    loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
+    loader = labelled_split_loader(cfg, split)
     model = load_model(cfg, args.checkpoint, resolve_device(cfg.device))
     bkg_scores = tuple(sorted({*BKG_SWEEP, cfg.cam.bkg_score}))
     result = analyse(model, loader, cfg.dataset.num_classes, bkg_scores, cfg.aream.grid_conversion)

@@ -19,11 +19,9 @@ from datasets.voc import class_names
 from utils.affinity_diagnosis import diagnose, report_lines
 from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.data import build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
 from utils.engine import eval_settings
-from utils.errors import DataError
-from utils.infer import build_split_dataset, load_model
+from utils.infer import labelled_split_loader, load_model
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,10 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_runtime()
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     split = args.split or cfg.val.split
-    dataset, has_labels = build_split_dataset(cfg, split)
-    if not has_labels:
-        raise DataError(f"split {split} has no ground truth", hint="pass --split of a split with masks")
-    loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
+    loader = labelled_split_loader(cfg, split)
     device = resolve_device(cfg.device)
     result = diagnose(load_model(cfg, args.checkpoint, device), loader, eval_settings(cfg), device)
     print(f"{result['num_images']} images of {split}, radius {cfg.afa.radius} (IoU %)")

@@ -21,7 +21,8 @@ def test_single_pass_cam_is_the_eval_cam_pass_at_scale_one_without_flip(tiny_mod
     model = tiny_model(num_classes=5).eval()
     x = torch.randn(2, 3, 48, 80)
     with torch.no_grad():
-        out = model(x)
+        out = model(x, with_cam=True)
+        assert model(x).cam is None  # computed only when asked for
         cam_pass = model.forward_cam(x, run_decoder=False)
     msc = single_pass_cam(out.cam, out.aff_pred, (48, 80))
     expected = normalize_cam(torch.relu(resize(cam_pass.cam, (48, 80))))

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from model.affinity import propagate_with_bkg, radius_mask
-from model.cam import cam_to_label, multi_scale_cam, resize
-from utils.evaluate import EvalSettings
+from model.affinity import radius_mask
+from model.cam import cam_to_label, multi_scale_cam
+from utils.evaluate import EvalSettings, walk_label
 from utils.metrics import confusion_matrix, scores_from_confusion
 
 MAPS = ("cam", "cam_at_walk_bkg", "walk", "walk_gt_affinity")
@@ -85,15 +85,14 @@ def diagnose(model: nn.Module, loader: DataLoader, s: EvalSettings, device: torc
         out = model(image)
         cam = multi_scale_cam(model, image, s.cam_scales, with_affinity=False).cam
         grid = model.encoder.token_grid(*size)
-        mask = radius_mask(*grid, s.radius, image.device)
         tokens, gt_aff = ground_truth_affinity(label[0], grid)
         maps = {
             "cam": cam_to_label(cam, cls_label, s.bkg_score),
             "cam_at_walk_bkg": cam_to_label(cam, cls_label, s.aff_bkg_score),
+            "walk": walk_label(model, cam, out.aff_pred, cls_label, s),
+            "walk_gt_affinity": walk_label(model, cam, gt_aff, cls_label, s),
         }
-        for name, aff in (("walk", out.aff_pred), ("walk_gt_affinity", gt_aff)):
-            rw = propagate_with_bkg(resize(cam, grid), aff, mask, cls_label, s.aff_bkg_score)
-            maps[name] = resize(rw, size).argmax(dim=1)
+        mask = radius_mask(*grid, s.radius, image.device)
         for k in MAPS:
             hist[k] += confusion_matrix(label[0].cpu(), maps[k][0].cpu(), c)
         pairs += pair_statistics(out.aff_pred[0].float().cpu(), tokens.cpu(), mask.cpu(), c)

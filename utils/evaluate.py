@@ -55,16 +55,26 @@ def predict_for_validation(
     seg = resize(out.seg_logits, size).argmax(dim=1)[0]
     cam = multi_scale_cam(model, image, s.cam_scales, with_affinity=False).cam  # the walk uses out.aff_pred
     cam_label = cam_to_label(cam, cls_label, s.bkg_score)[0]
-    grid = model.encoder.token_grid(*size)
-    rw = propagate_with_bkg(
-        resize(cam, grid),
-        out.aff_pred,
-        radius_mask(*grid, s.radius, image.device),
-        cls_label,
-        s.aff_bkg_score,
-    )
-    aff = resize(rw, size).argmax(dim=1)[0]
+    aff = walk_label(model, cam, out.aff_pred, cls_label, s)[0]
     return EvalPrediction(out.cls_logits[0], seg, cam_label, aff)
+
+
+def walk_label(model: nn.Module, cam: Tensor, aff: Tensor, cls_label: Tensor, s: EvalSettings) -> Tensor:
+    """Validation's affinity label: the CAM resized to the token grid, walked one step with ``aff`` at
+    background ``aff_bkg_score`` in the radius window, resized back, argmax (no PAR).
+
+    Args:
+        cam: (B, K, H, W) multi-scale CAM; aff: (B, N, N) on the encoder's grid for (H, W).
+        cls_label: (B, K).
+
+    Returns:
+        (B, H, W) int64.
+    """
+    size = tuple(cam.shape[-2:])
+    grid = model.encoder.token_grid(*size)
+    mask = radius_mask(*grid, s.radius, cam.device)
+    rw = propagate_with_bkg(resize(cam, grid), aff, mask, cls_label, s.aff_bkg_score)
+    return resize(rw, size).argmax(dim=1)
 
 
 @torch.no_grad()

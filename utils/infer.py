@@ -169,6 +169,15 @@ def build_split_dataset(cfg: DictConfig, split: str) -> tuple[Dataset, bool]:
     )
 
 
+def labelled_split_loader(cfg: DictConfig, split: str) -> DataLoader:
+    """A batch-1 loader of ``split`` with its masks (``infer.max_images`` first images), for the
+    diagnostics that score against ground truth; a split without masks stops with a hint."""
+    dataset, has_labels = build_split_dataset(cfg, split)
+    if not has_labels:
+        raise DataError(f"split {split} has no ground truth", hint="pass --split of a split with masks")
+    return build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
+
+
 def mask_folder(dataset: Dataset) -> Path:
     """Where the masks of a split are looked for."""
     return Path(dataset.label_path(dataset.names[0])).parent

@@ -88,7 +88,11 @@ def forward_losses(
     aream = settings.aream
     # forward
     with region("forward_backward"), maybe_autocast(x.device, settings.amp_dtype):
-        output = model(x, logit_blocks=() if aream is None else aream.deep_blocks)
+        output = model(
+            x,
+            logit_blocks=() if aream is None else aream.deep_blocks,
+            with_cam=settings.pseudo.cam_from_forward,
+        )
     # pseudo labels (no grad)
     if aream is None:
         own = None
