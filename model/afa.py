@@ -64,11 +64,19 @@ def affinity_from_attention(attn_logits: list[Tensor], proj: nn.Conv2d, num_bloc
     Returns:
         (B, N, N) affinities in (0, 1).
     """
-    s = torch.cat(attn_logits[-num_blocks:], dim=1)  # (B, num_blocks·nh, N, N)
+    blocks = attn_logits[-num_blocks:]
+    weight = proj.weight.view(num_blocks, -1).to(blocks[0].dtype)  # (num_blocks, nh), head order of S
     # proj is linear, so proj(S + Sᵀ) = W·S + (W·S)ᵀ + bias: mix the heads first, then symmetrise
-    # one (B, N, N) map instead of num_blocks·nh of them (the same sum, in another order).
-    mixed = torch.einsum("bcnm,c->bnm", s, proj.weight.view(-1).to(s.dtype))
-    return torch.sigmoid(mixed + mixed.transpose(-2, -1) + proj.bias.to(s.dtype))
+    # one (B, N, N) map instead of num_blocks·nh of them (the same sum, in another order). Each
+    # block's heads are mixed by one (1, nh) × (nh, N·N) product on its logits as they lie: no
+    # concatenation and no permuted copy of the (B, num_blocks·nh, N, N) stack (an explicit bmm:
+    # matmul's broadcasting of a 1-D weight copies the logits into another layout first).
+    mixed = None
+    for w, logits in zip(weight, blocks):
+        b, nh, n, m = logits.shape
+        part = torch.bmm(w.view(1, 1, nh).expand(b, 1, nh), logits.reshape(b, nh, n * m)).view(b, n, m)
+        mixed = part if mixed is None else mixed + part
+    return torch.sigmoid(mixed + mixed.transpose(-2, -1) + proj.bias.to(mixed.dtype))
 
 
 class AFANetwork(nn.Module):

@@ -68,6 +68,22 @@ def _position_kernel(dilations: tuple[int, ...], w1: float, device: torch.device
     return torch.softmax(-((rho / (sigma + 1e-8) / w1) ** 2), dim=0).to(device)
 
 
+def neighbour_std(neigh: Tensor) -> Tensor:
+    """Unbiased std over the neighbour axis: sqrt(Σ_k (n_k − mean)² / (k − 1)).
+
+    Written as two passes (mean, then the squared deviations) because ``Tensor.std`` over this
+    non-innermost axis is ~5× slower on the CPU; the same value up to float rounding (~1e-7).
+
+    Args:
+        neigh: (B, C, k, H, W).
+
+    Returns:
+        (B, C, 1, H, W).
+    """
+    dev = neigh - neigh.mean(dim=2, keepdim=True)
+    return dev.square().sum(dim=2, keepdim=True).div_(neigh.shape[2] - 1).sqrt_()
+
+
 @timed("par")
 def par_affinity(
     image: Tensor, dilations: tuple[int, ...] = DEFAULT_DILATIONS, w1: float = 0.3, w2: float = 0.01
@@ -81,7 +97,7 @@ def par_affinity(
         (B, 8·len(dilations), H, W); each pixel's weights sum to 1 + w2.
     """
     neigh = gather_neighbours(image, dilations)  # (B, 3, k, H, W)
-    sigma = neigh.std(dim=2, keepdim=True)  # unbiased, over the k neighbours
+    sigma = neighbour_std(neigh)
     rgb = -(((image.unsqueeze(2) - neigh).abs() / (sigma + 1e-8) / w1) ** 2)
     rgb = rgb.mean(dim=1).softmax(dim=1)  # (B, k, H, W)
     pos = position_kernel(dilations, w1, rgb.device).to(rgb.dtype)

@@ -17,6 +17,7 @@ from model.affinity import affinity_labels, propagate_with_bkg, radius_mask
 from model.cam import (
     MultiScaleCAM,
     cam_to_pseudo_label,
+    channel_argmax,
     denormalize,
     ignore_outside_box,
     multi_scale_cam,
@@ -132,7 +133,7 @@ def propagated_label(
         s.par_num_iter,
         image_affinity=image_affinity,
     )
-    low, high = (p.argmax(dim=1) for p in both.chunk(2, dim=1))
+    low, high = (channel_argmax(p) for p in both.chunk(2, dim=1))
     label = combine_high_low(high, low, s.ignore_index)
     return ignore_outside_box(label, img_box, s.ignore_index), rws[1]
 

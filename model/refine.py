@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from model.cam import box_mask, resize
+from model.cam import box_mask, channel_argmax, resize
 from model.par import DEFAULT_DILATIONS, par_affinity, pixel_adaptive_refine
 
 
@@ -98,7 +98,7 @@ def refine_cams_with_bkg(
     inside = box_mask(img_box, h, w)
     labels = []
     for part in resize(refined, (h, w)).chunk(2, dim=1):
-        label = torch.gather(slots.index, 1, part.argmax(dim=1).flatten(1)).view(b, h, w)
+        label = torch.gather(slots.index, 1, channel_argmax(part).flatten(1)).view(b, h, w)
         labels.append(torch.where(inside, label, torch.full_like(label, ignore_index)))
     return combine_high_low(labels[0], labels[1], ignore_index)
 

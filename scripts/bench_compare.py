@@ -5,7 +5,8 @@
 
 Each ``LABEL=TREE[:EXTRA ARGS]`` is a checkout (e.g. ``git worktree add /tmp/base 0f0b45e`` with the
 benchmark files copied in); every round runs each tree once, in order, in its own process with one
-thread, so a shared machine's load falls on all of them alike. Prints per-run times and, per label,
+thread, so a shared machine's load falls on all of them alike (``--env KEY=VALUE`` sets the
+environment of every run). Prints per-run times and, per label,
 the median process CPU time and wall time per iteration, the ratio to the first label, the peak
 memory and the median stage breakdown.
 """
@@ -20,8 +21,8 @@ import subprocess
 import sys
 
 
-def run_once(tree: str, extra: list[str], bench: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1")
+def run_once(tree: str, extra: list[str], bench: list[str], env_extra: dict[str, str]) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree), OMP_NUM_THREADS="1", **env_extra)
     cmd = [sys.executable, "scripts/benchmark.py", *bench, *extra, "--json", "--threads", "1"]
     out = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if out.returncode:
@@ -36,9 +37,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of every run, e.g. MALLOC_TRIM_THRESHOLD_=1073741824 to give all trees the "
+        "same allocator settings (ours then skips its own, utils/dist.py: retain_freed_memory)",
+    )
     parser.add_argument("variants", nargs="+", help="LABEL=TREE[:EXTRA ARGS]")
     args = parser.parse_args(argv[:split])
     bench = argv[split + 1 :]
+    env_extra = dict(item.split("=", 1) for item in args.env)
     variants = []
     for spec in args.variants:
         label, rest = spec.split("=", 1)
@@ -47,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {label: [] for label, _, _ in variants}
     for r in range(args.rounds):
         for label, tree, extra in variants:
-            res = run_once(tree, extra, bench)
+            res = run_once(tree, extra, bench, env_extra)
             runs[label].append(res)
             print(r, label, "cpu", [round(t, 3) for t in res["cpu_times"]], flush=True)
     first = None

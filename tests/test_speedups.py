@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -179,3 +181,90 @@ def test_non_finite_loss_raises_before_any_update(tiny_model, monkeypatch):
         ts.train_step(model, opt, sched, batch, 7, ts.StepSettings())
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_head_mixing_per_block_equals_the_projection_of_the_concatenation():
+    """affinity_from_attention's per-block bmm = sigmoid(conv1x1(cat(S) + cat(S)ᵀ)), values and grads."""
+    from model.afa import affinity_from_attention
+
+    torch.manual_seed(0)
+    proj = torch.nn.Conv2d(6, 1, 1)
+    logits = [torch.randn(2, 3, 10, 10, requires_grad=True) for _ in range(3)]
+    got = affinity_from_attention(logits, proj, num_blocks=2)
+    s = torch.cat(logits[-2:], dim=1)
+    expected = torch.sigmoid(proj(s + s.transpose(-2, -1)))[:, 0]
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    weights = torch.randn_like(got)
+    grads = torch.autograd.grad((got * weights).sum(), [*logits[-2:], proj.weight, proj.bias])
+    grads_ref = torch.autograd.grad((expected * weights).sum(), [*logits[-2:], proj.weight, proj.bias])
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    assert logits[0].grad is None  # the first block is not one of the last two
+
+
+def test_channel_argmax_is_argmax_first_index_on_ties():
+    from model.cam import channel_argmax
+
+    torch.manual_seed(0)
+    ties = torch.randint(0, 3, (2, 7, 9, 11)).float()  # many equal maxima per pixel
+    for x in (ties, ties.contiguous(memory_format=torch.channels_last), torch.randn(2, 21, 8, 8)):
+        assert torch.equal(channel_argmax(x), x.argmax(dim=1))
+    assert channel_argmax(torch.tensor([[[[1.0]], [[3.0]], [[3.0]]]])).item() == 1
+
+
+def test_neighbour_std_is_the_unbiased_std_over_the_neighbours():
+    torch.manual_seed(0)
+    neigh = par.gather_neighbours(torch.rand(2, 3, 12, 14), par.DEFAULT_DILATIONS)
+    torch.testing.assert_close(par.neighbour_std(neigh), neigh.std(dim=2, keepdim=True), rtol=1e-5, atol=1e-7)
+    constant = torch.full((1, 3, 48, 2, 2), 0.25)
+    assert torch.equal(par.neighbour_std(constant), torch.zeros(1, 3, 1, 2, 2))
+
+
+FAULTS_OF_REUSE = """
+import resource, sys, torch
+if sys.argv[1] == "retain":
+    from utils.dist import retain_freed_memory
+    assert retain_freed_memory()
+torch.set_num_threads(1)
+faults = []
+for _ in range(16):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(12_000_000)  # 48 MB: above glibc's largest automatic mmap threshold (32 MiB)
+    x.fill_(1.0)
+    del x
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(faults[-3:]))
+"""
+
+
+@pytest.mark.skipif(
+    __import__("platform").libc_ver()[0] != "glibc", reason="mallopt settings are glibc's"
+)
+def test_retained_memory_is_reused_without_page_faults(monkeypatch):
+    """Without the settings each 48 MB tensor faults in its ~11,700 pages again; with them, none."""
+    import subprocess
+    import sys
+
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(name, raising=False)
+
+    def faults(mode: str) -> int:
+        root = Path(__file__).resolve().parents[1]
+        out = subprocess.run(
+            [sys.executable, "-c", FAULTS_OF_REUSE, mode], capture_output=True, text=True, cwd=root
+        )
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split()[-1])
+
+    assert faults("default") > 10_000
+    assert faults("retain") < 100
+
+
+def test_user_malloc_settings_win(monkeypatch):
+    from utils.dist import retain_freed_memory
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert retain_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
+    assert retain_freed_memory() is False

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from model.affinity import propagate_with_bkg, radius_mask
-from model.cam import cam_to_label, multi_scale_cam, resize
+from model.cam import cam_to_label, channel_argmax, multi_scale_cam, resize
 from utils.dist import all_reduce_sum
 from utils.metrics import confusion_matrix, multilabel_f1, scores_from_confusion
 from utils.progress import progress
@@ -52,7 +52,7 @@ def predict_for_validation(
     """
     size = tuple(image.shape[-2:])
     out = model(image)
-    seg = resize(out.seg_logits, size).argmax(dim=1)[0]
+    seg = channel_argmax(resize(out.seg_logits, size))[0]
     cam = multi_scale_cam(model, image, s.cam_scales, with_affinity=False).cam  # the walk uses out.aff_pred
     cam_label = cam_to_label(cam, cls_label, s.bkg_score)[0]
     aff = walk_label(model, cam, out.aff_pred, cls_label, s)[0]
@@ -74,7 +74,7 @@ def walk_label(model: nn.Module, cam: Tensor, aff: Tensor, cls_label: Tensor, s:
     grid = model.encoder.token_grid(*size)
     mask = radius_mask(*grid, s.radius, cam.device)
     rw = propagate_with_bkg(resize(cam, grid), aff, mask, cls_label, s.aff_bkg_score)
-    return resize(rw, size).argmax(dim=1)
+    return channel_argmax(resize(rw, size))
 
 
 @torch.no_grad()

@@ -40,7 +40,7 @@ from datasets.io import read_image
 from datasets.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, to_chw
 from datasets.voc import class_names
 from model.afa import AFANetwork
-from model.cam import resize
+from model.cam import channel_argmax, resize
 from model.inference import AUTHORS_TEST_SCALES, SegPrediction, msc_flip_inference, smallest_inference_side
 from model.weights import load_afa_checkpoint
 from utils.crf import CRFParams, dense_crf
@@ -218,7 +218,7 @@ class ImagePrediction(NamedTuple):
 
 def label_at_size(logits: Tensor, size: tuple[int, int]) -> Tensor:
     """(1, C, h, w) logits -> (H, W) int64: bilinear upsampling (align_corners=False), then argmax."""
-    return resize(logits.float(), size).argmax(dim=1)[0]
+    return channel_argmax(resize(logits.float(), size))[0]
 
 
 def check_image_size(name: str, size: tuple[int, int], s: InferSettings, min_side: int) -> None:
