@@ -56,6 +56,13 @@ def _sixteen_bit_to_uint8(image: Image.Image) -> np.ndarray:
     return np.rint(np.clip(values, 0, 65535) / 257.0).astype(np.uint8)
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels."""
+    with Image.open(path) as image:
+        width, height = image.size
+    return height, width
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8.
 

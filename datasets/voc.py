@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from datasets.checks import check_label_values, check_rescalable
 from datasets.classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
-from datasets.io import read_image, read_label
+from datasets.io import image_size, read_image, read_label
 from datasets.transforms import normalize, to_chw, train_transform
 from utils.errors import DataError, MissingFileError
 
@@ -246,6 +246,10 @@ class VOCSegDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of sample ``index`` from its file header (for size-grouped batches)."""
+        return image_size(self.image_path(self.names[index]))
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
         index = resolve_item(item)[0]

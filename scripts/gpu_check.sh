@@ -97,6 +97,8 @@ step bench_train_fast_bf16 90 "$PY" scripts/benchmark.py train-step "${BENCH[@]}
 last_json "$OUT/bench_train_fast_bf16.log" "$OUT/bench_train_fast_bf16.json"
 step bench_validate 60 "$PY" scripts/benchmark.py validate "${BENCH[@]}"
 last_json "$OUT/bench_validate.log" "$OUT/bench_validate.json"
+step bench_validate_batched 45 "$PY" scripts/benchmark.py validate "${BENCH[@]}" --val-batch "$BATCH"
+last_json "$OUT/bench_validate_batched.log" "$OUT/bench_validate_batched.json"
 step bench_infer 45 "$PY" scripts/benchmark.py infer "${BENCH[@]}"
 last_json "$OUT/bench_infer.log" "$OUT/bench_infer.json"
 

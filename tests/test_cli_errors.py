@@ -138,6 +138,8 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(REPO / "configs/demo.yaml", ["train.max_iters=0"])
     with pytest.raises(ConfigError, match="rescale_range"):
         load_config(REPO / "configs/demo.yaml", ["dataset.rescale_range=[2.0,1.0]"])
+    with pytest.raises(ConfigError, match="val.batch_size must be >= 1"):
+        load_config(REPO / "configs/demo.yaml", ["val.batch_size=0"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [unclosed\n")
     with pytest.raises(ConfigError, match="not a valid YAML"):

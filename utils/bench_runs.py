@@ -61,7 +61,8 @@ def _eval_model(args: argparse.Namespace, device: torch.device) -> torch.nn.Modu
 
 
 def _validate(args: argparse.Namespace) -> dict:
-    """``utils.evaluate.validate`` over ``--batch`` random crop×(3/4·crop) images (seconds per image)."""
+    """``utils.evaluate.validate`` over ``--batch`` random crop×(3/4·crop) images (seconds per image),
+    in batches of ``--val-batch`` (the same size: ``val.batch_size`` groups such images)."""
     from utils.engine import eval_settings
     from utils.evaluate import validate
 
@@ -74,9 +75,10 @@ def _validate(args: argparse.Namespace) -> dict:
     label = torch.randint(
         0, cfg.dataset.num_classes, (args.batch, h, w), generator=torch.Generator().manual_seed(4)
     )
+    cls_label, step = data["cls_label"], args.val_batch
     loader = [
-        {"image": images[i : i + 1], "label": label[i : i + 1], "cls_label": data["cls_label"][i : i + 1]}
-        for i in range(args.batch)
+        {"image": images[i : i + step], "label": label[i : i + step], "cls_label": cls_label[i : i + step]}
+        for i in range(0, args.batch, step)
     ]
     settings = eval_settings(cfg)
     res = timed_loop(
@@ -155,6 +157,12 @@ def _phase_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _val_batch_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--val-batch", type=int, default=1, help="images per validation batch (val.batch_size; default 1)"
+    )
+
+
 def _wrap(fn, grad: bool):
     """The benchmark with its settings attached, under no_grad unless it trains."""
 
@@ -173,7 +181,12 @@ for _name, _fn, _help, _extra in (
         "the engine's train_step (forward, pseudo labels, losses, update)",
         _phase_option,
     ),
-    ("validate", _validate, "in-training validation per image (seg, CAM, affinity predictions)", None),
+    (
+        "validate",
+        _validate,
+        "in-training validation (seg, CAM, affinity predictions)",
+        _val_batch_option,
+    ),
     ("infer", _infer, "multi-scale flip test-time inference", None),
     ("par", _par, "one PAR refinement (10 iterations, 48 neighbours)", None),
     ("random-walk", _random_walk, "affinity random walk with low and high background", None),

@@ -116,6 +116,7 @@ class LossConfig:
 class ValConfig:
     split: str = "val"  # COCO log: val_part (5,000 images)
     max_images: int | None = None  # evaluate only the first N images (quick checks)
+    batch_size: int = 1  # >1: batches of same-size images (the same scores; faster on a GPU)
 
 
 @dataclass
@@ -275,6 +276,7 @@ def validate(cfg: DictConfig) -> None:
         ),
         (t.stop_iter is None or t.stop_iter >= 1, "train.stop_iter must be >= 1"),
         (cfg.val.max_images is None or cfg.val.max_images >= 1, "val.max_images must be >= 1"),
+        (cfg.val.batch_size >= 1, "val.batch_size must be >= 1"),
         (t.max_nonfinite_in_a_row >= 1, "train.max_nonfinite_in_a_row must be >= 1"),
         (
             len(cfg.cam.scales) > 0 and len(cfg.infer.scales) > 0,

@@ -114,17 +114,46 @@ def build_train_loader(dataset: Dataset, sampler: SeededShardSampler, num_worker
     )
 
 
-def build_eval_loader(dataset: Dataset, indices: list[int], num_workers: int) -> DataLoader:
-    """Batch-1 loader over ``indices`` (this rank's shard of the split)."""
+def build_eval_loader(
+    dataset: Dataset, indices: list[int], num_workers: int, batch_size: int = 1
+) -> DataLoader:
+    """Loader over ``indices`` (this rank's shard of the split): batch 1, or batches of up to
+    ``batch_size`` images of one size (``size_grouped_batches``; the dataset needs ``image_size``)."""
+    subset = torch.utils.data.Subset(dataset, indices)
+    batching: dict = {"batch_size": 1, "shuffle": False}
+    if batch_size > 1:
+        sizes = [dataset.image_size(i) for i in indices]
+        batching = {"batch_sampler": size_grouped_batches(sizes, batch_size)}
     return DataLoader(
-        torch.utils.data.Subset(dataset, indices),
-        batch_size=1,
-        shuffle=False,
+        subset,
+        **batching,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,  # validation runs many times per training
         generator=torch.Generator().manual_seed(0),
     )
+
+
+def size_grouped_batches(sizes: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
+    """Batches of positions whose images share a size, each at most ``batch_size`` long.
+
+    Sizes are taken in order of first appearance and positions keep their order within a size, so
+    every position is in exactly one batch and the result is the same on every call.
+
+    Args:
+        sizes: (height, width) of each position.
+
+    Returns:
+        Lists of positions into ``sizes``.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for pos, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(pos)
+    return [
+        members[start : start + batch_size]
+        for members in groups.values()
+        for start in range(0, len(members), batch_size)
+    ]
 
 
 def shard_indices(num_items: int, rank: int, world_size: int, limit: int | None = None) -> list[int]:

@@ -274,6 +274,7 @@ def train(cfg: DictConfig, resume: bool = False) -> dict:
         val_set,
         shard_indices(len(val_set), info.rank, info.world_size, cfg.val.max_images),
         cfg.dataset.num_workers,
+        cfg.val.batch_size,
     )
     settings, t = step_settings(cfg), cfg.train
     ckpt_iters = t.ckpt_iters or t.eval_iters

@@ -32,7 +32,8 @@ class EvalSettings:
 
 @dataclass
 class EvalPrediction:
-    """One image's validation predictions, (H, W) int64 each, plus the class logits (K,)."""
+    """Validation predictions of a batch of same-size images: (B, H, W) int64 label maps each, plus
+    the class logits (B, K)."""
 
     cls_logits: Tensor
     seg: Tensor
@@ -44,19 +45,20 @@ class EvalPrediction:
 def predict_for_validation(
     model: nn.Module, image: Tensor, cls_label: Tensor, s: EvalSettings
 ) -> EvalPrediction:
-    """Predictions of spec §7.1 for one image.
+    """Predictions of spec §7.1 for images of one size (the reference validates one at a time; every
+    step here is per image: eval mode, per-image CAM normalisation and walk).
 
     Args:
         model: an ``AFANetwork`` in eval mode.
-        image: (1, 3, H, W) normalised; cls_label: (1, K) ground-truth image labels.
+        image: (B, 3, H, W) normalised; cls_label: (B, K) ground-truth image labels.
     """
     size = tuple(image.shape[-2:])
     out = model(image)
-    seg = channel_argmax(resize(out.seg_logits, size))[0]
+    seg = channel_argmax(resize(out.seg_logits, size))
     cam = multi_scale_cam(model, image, s.cam_scales, with_affinity=False).cam  # the walk uses out.aff_pred
-    cam_label = cam_to_label(cam, cls_label, s.bkg_score)[0]
-    aff = walk_label(model, cam, out.aff_pred, cls_label, s)[0]
-    return EvalPrediction(out.cls_logits[0], seg, cam_label, aff)
+    cam_label = cam_to_label(cam, cls_label, s.bkg_score)
+    aff = walk_label(model, cam, out.aff_pred, cls_label, s)
+    return EvalPrediction(out.cls_logits, seg, cam_label, aff)
 
 
 def walk_label(model: nn.Module, cam: Tensor, aff: Tensor, cls_label: Tensor, s: EvalSettings) -> Tensor:
@@ -96,9 +98,9 @@ def validate(
         image, label = batch["image"].to(device), batch["label"].to(device)
         cls_label = batch["cls_label"].to(device)
         pred = predict_for_validation(model, image, cls_label, s)
-        f1 += torch.stack([multilabel_f1(cls_label, (pred.cls_logits > 0)[None]).sum(), f1.new_tensor(1.0)])
+        f1 += torch.stack([multilabel_f1(cls_label, pred.cls_logits > 0).sum(), f1.new_tensor(len(image))])
         for key in hist:
-            hist[key] += confusion_matrix(label[0], getattr(pred, key), c)
+            hist[key] += confusion_matrix(label, getattr(pred, key), c)
     for tensor in (*hist.values(), f1):
         all_reduce_sum(tensor)
     model.train(was_training)
