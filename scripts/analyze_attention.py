@@ -19,7 +19,7 @@ from utils.attention_analysis import BKG_SWEEP, analyse, block_stages, layer_row
 from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.dist import configure_runtime, resolve_device
-from utils.infer import labelled_split_loader, load_model
+from utils.infer_inputs import labelled_split_loader, load_model
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -21,7 +21,7 @@ from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpo
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.dist import configure_runtime, resolve_device
 from utils.engine import eval_settings
-from utils.infer import labelled_split_loader, load_model
+from utils.infer_inputs import labelled_split_loader, load_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpo
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.data import build_eval_dataset, build_eval_loader, shard_indices
 from utils.dist import configure_runtime, resolve_device
-from utils.infer import load_model
+from utils.infer_inputs import load_model
 from utils.pseudo_export import WithClassLabels
 
 

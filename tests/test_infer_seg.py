@@ -26,19 +26,15 @@ from utils.errors import DataError
 from utils.infer import (
     CRFJob,
     InferSettings,
-    build_split_dataset,
     check_image_size,
     crf_probabilities,
     format_table,
     infer,
-    list_images,
-    load_model,
     predict_image,
     run_crf_job,
     scores_report,
-    to_uint8_image,
-    unique_names,
 )
+from utils.infer_inputs import build_split_dataset, list_images, load_model, to_uint8_image, unique_names
 from utils.metrics import confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1]

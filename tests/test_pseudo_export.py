@@ -19,7 +19,7 @@ from model.cam import cam_to_label
 from model.pseudo_labels import make_targets
 from utils.config import load_config
 from utils.engine import build_model, step_settings
-from utils.infer import build_split_dataset, load_model
+from utils.infer_inputs import build_split_dataset, load_model
 from utils.metrics import scores
 from utils.pseudo_export import KINDS, export, pseudo_labels
 

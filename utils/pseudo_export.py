@@ -37,7 +37,8 @@ from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
 from utils.data import build_eval_loader, shard_indices
 from utils.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.engine import step_settings
-from utils.infer import build_split_dataset, load_model, scores_report
+from utils.infer import scores_report
+from utils.infer_inputs import build_split_dataset, load_model
 from utils.metrics import confusion_matrix
 from utils.progress import progress
 from utils.workdir import ensure_writable

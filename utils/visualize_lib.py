@@ -41,14 +41,8 @@ from utils.dist import resolve_device
 from utils.engine import step_settings
 from utils.errors import DataError
 from utils.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
-from utils.infer import (
-    ImageListDataset,
-    build_split_dataset,
-    list_images,
-    load_model,
-    predict_image,
-    to_uint8_image,
-)
+from utils.infer import predict_image
+from utils.infer_inputs import ImageListDataset, build_split_dataset, list_images, load_model, to_uint8_image
 from utils.token_maps import (
     attention_of_token,
     cam_peak,
