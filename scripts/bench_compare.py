@@ -6,9 +6,9 @@
 Each ``LABEL=TREE[:EXTRA ARGS]`` is a checkout (e.g. ``git worktree add /tmp/base 0f0b45e`` with the
 benchmark files copied in); every round runs each tree once, in order, in its own process with one
 thread, so a shared machine's load falls on all of them alike (``--env KEY=VALUE`` sets the
-environment of every run). Prints per-run times and, per label,
-the median process CPU time and wall time per iteration, the ratio to the first label, the peak
-memory and the median stage breakdown.
+environment of every run). Prints per-run times and, per label, the median process CPU time and
+wall time per iteration, the ratio to the first label, the peak memory and the median stage
+breakdown.
 """
 
 from __future__ import annotations

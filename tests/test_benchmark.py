@@ -80,7 +80,12 @@ def test_gpu_check_script_parses_and_dry_runs_on_the_cpu(tmp_path, subprocess_en
     ran = {k: v["rc"] for k, v in summary["steps"].items() if k != "golden_device"}
     assert ran == {k: 0 for k in ran}, summary["steps"]
     assert {"golden", "bench_train_fp32", "bench_train_bf16", "demo_plain", "demo_torchrun"} <= set(ran)
-    benches = ["bench_train_fp32", "bench_train_bf16", "bench_validate", "bench_validate_batched"]
-    for name in [*benches, "bench_infer"]:
+    for name in (
+        "bench_train_fp32",
+        "bench_train_bf16",
+        "bench_validate",
+        "bench_validate_batched",
+        "bench_infer",
+    ):
         assert summary["bench"][name]["sec_per_iter"] > 0, name
     assert (tmp_path / "out/demo_torchrun/checkpoints/last.pt").is_file()

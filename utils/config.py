@@ -116,7 +116,7 @@ class LossConfig:
 class ValConfig:
     split: str = "val"  # COCO log: val_part (5,000 images)
     max_images: int | None = None  # evaluate only the first N images (quick checks)
-    batch_size: int = 1  # >1: batches of same-size images (the same scores; faster on a GPU)
+    batch_size: int = 1  # >1: batches of same-size images (the same scores, fewer larger passes)
 
 
 @dataclass
