@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint the way the paper does, and write its masks (spec §7.3; code in utils/infer.py).
+"""Evaluate a checkpoint the way the paper does, and write its masks (spec §7.3; utils/evaluation/infer.py).
 
     python infer_seg.py --config configs/voc.yaml --checkpoint work_dir_voc/checkpoints/best.pt --crf
     python infer_seg.py --config configs/voc.yaml --checkpoint wetr_iter_18000.pth --split test
@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.infer import infer
+from utils.evaluation.infer import infer
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 
 CONFIG_HELP = (
     "YAML of the data and inference keys (default: the checkpoint's config); "

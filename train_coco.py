@@ -9,7 +9,7 @@ Same engine as train_voc.py; the VOC/COCO differences are the config keys of con
 
 import sys
 
-from utils.engine import cli
+from utils.train.loop import cli
 
 if __name__ == "__main__":
     sys.exit(cli(default_config="configs/coco.yaml"))

@@ -9,7 +9,7 @@ Everything is a config key (see utils/config.py); ``key=value`` arguments overri
 
 import sys
 
-from utils.engine import cli
+from utils.train.loop import cli
 
 if __name__ == "__main__":
     sys.exit(cli(default_config="configs/voc.yaml"))

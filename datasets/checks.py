@@ -1,6 +1,6 @@
 """Checks of a split before any work starts, and of every mask as it is read.
 
-``check_split`` runs when a training or evaluation set is built (``utils/data.py``), before a work
+``check_split`` runs when a training or evaluation set is built (``utils/runtime/data.py``), before a work
 directory is written or a DataLoader worker starts: the split lists at least one id and no id twice,
 every id has its image (and mask, for evaluation), and the first samples decode. A wrong
 ``dataset.root_dir`` is reported as such, missing files by id. ``check_label_values`` stops on a mask
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from utils.errors import DataError, MissingFileError
+from common.errors import DataError, MissingFileError
 
 PROBED_SAMPLES = 2  # samples decoded per split before training or evaluation starts
 LISTED_IDS = 5

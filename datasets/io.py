@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from utils.errors import DataError, MissingFileError
+from common.errors import DataError, MissingFileError
 
 _TO_RGB_MODES = frozenset(
     {"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV"}

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from common.errors import DataError, MissingFileError
 from datasets.checks import check_label_values, check_rescalable
 from datasets.classes import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
 from datasets.io import image_size, read_image, read_label
 from datasets.transforms import normalize, to_chw, train_transform
-from utils.errors import DataError, MissingFileError
 
 VOC_LIST_DIR = Path(__file__).resolve().parent / "voc"
 CLS_LABELS_FILE = "cls_labels.txt"

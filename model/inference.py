@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from model.cam import hflip, resize
 
@@ -45,7 +46,7 @@ def smallest_inference_side(size: tuple[int, int], scales: tuple[float, ...], re
 
 @torch.no_grad()
 def msc_flip_inference(
-    model: nn.Module, x: Tensor, scales: tuple[float, ...], resize_long: int | None = 512
+    segment: Callable[[Tensor], Tensor], x: Tensor, scales: tuple[float, ...], resize_long: int | None = 512
 ) -> SegPrediction:
     """The authors' test-time inference (``scripts/test_msc_flip.py``).
 
@@ -55,7 +56,8 @@ def msc_flip_inference(
     scales is taken.
 
     Args:
-        model: an ``AFANetwork`` in eval mode (its ``segment``: no attention logits, no affinity).
+        segment: (B, 3, h, w) normalised images -> (B, C, h', w') logits of a network in eval mode
+            (e.g. ``AFANetwork.segment``: no attention logits, no affinity).
         x: (B, 3, H, W) normalised images.
         scales: e.g. ``AUTHORS_TEST_SCALES``.
 
@@ -65,13 +67,13 @@ def msc_flip_inference(
     if resize_long is not None:
         x = resize_long_side(x, resize_long)
     b = x.shape[0]
-    logits = model.segment(torch.cat([x, hflip(x)], dim=0))
+    logits = segment(torch.cat([x, hflip(x)], dim=0))
     seg = logits[:b]
     grid = tuple(seg.shape[-2:])
     msc = None
     for s in scales:
         xs = F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        out = resize(model.segment(torch.cat([xs, hflip(xs)], dim=0)), grid)
+        out = resize(segment(torch.cat([xs, hflip(xs)], dim=0)), grid)
         avg = (out[:b] + hflip(out[b:])) / 2
         msc = avg if msc is None else torch.maximum(msc, avg)
     return SegPrediction(seg, msc)

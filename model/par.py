@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from utils.profiling import timed
+from common.profiling import timed
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 # Neighbour order within one dilation, as (dy, dx): row-major over the 3×3 grid without the centre.

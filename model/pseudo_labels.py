@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from common.profiling import timed
 from model.affinity import affinity_labels, propagate_with_bkg, radius_mask
 from model.cam import (
     MultiScaleCAM,
@@ -31,7 +32,6 @@ from model.refine import (
     refine_cams_with_bkg,
     refine_cams_with_cls_label,
 )
-from utils.profiling import timed
 
 
 @dataclass(frozen=True)
@@ -188,17 +188,9 @@ def make_targets(
         images01, valid_cam, msc.aff_pred, msc.aff_grid, cls_label, img_box, s, image_affinity
     )
     refined_pseudo_label = refine_cams_with_bkg(
-        images01,
-        msc.cam,
-        cls_label,
-        img_box,
-        s.high_thre,
-        s.low_thre,
-        s.par_dilations,
-        s.par_num_iter,
-        ignore_index=s.ignore_index,
-        image_affinity=image_affinity,
-    )
+        images01, msc.cam, cls_label, img_box, s.high_thre, s.low_thre, s.par_dilations, s.par_num_iter,
+        ignore_index=s.ignore_index, image_affinity=image_affinity,
+    )  # fmt: skip
     use_aff = s.aff_switch_iter is not None and n_iter > s.aff_switch_iter
     aff_source = refined_aff_label if use_aff else refined_pseudo_label
     grid = model.encoder.token_grid(h, w)  # the training forward's affinity grid, crop // 16
@@ -206,16 +198,8 @@ def make_targets(
         aff_source, radius_mask(*grid, s.radius, device=x.device), grid, s.ignore_index
     )
     seg_label = refined_pseudo_label if n_iter <= s.seg_switch_iter else refined_aff_label
-    return AFATargets(
-        msc.cam,
-        msc.aff_pred,
-        pseudo_label,
-        refined_pseudo_label,
-        refined_aff_label,
-        aff_cam,
-        aff_label,
-        seg_label,
-    )
+    labels = (pseudo_label, refined_pseudo_label, refined_aff_label, aff_cam, aff_label, seg_label)
+    return AFATargets(msc.cam, msc.aff_pred, *labels)
 
 
 def whole_image_targets(

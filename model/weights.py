@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from common.errors import CheckpointError, MissingFileError
+from common.torch_io import torch_load_checked
 from model.afa import AFANetwork
 from model.mit import MIT_VARIANTS, build_mit
-from utils.checkpoint import torch_load_checked
-from utils.errors import CheckpointError, MissingFileError
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""AReAM's over-smoothing diagnostics for a checkpoint (code in utils/attention_analysis.py).
+"""AReAM's over-smoothing diagnostics for a checkpoint (code in utils/diagnostics/attention.py).
 
     python scripts/analyze_attention.py --config configs/voc.yaml --checkpoint best.pt --out analysis/
     python scripts/analyze_attention.py --config configs/demo.yaml --checkpoint c.pt --out a \
@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.attention_analysis import BKG_SWEEP, analyse, block_stages, layer_rows, write_outputs
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from methods.afa import AFA
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.dist import configure_runtime, resolve_device
-from utils.infer_inputs import labelled_split_loader, load_model
+from utils.diagnostics.attention import BKG_SWEEP, analyse, block_stages, layer_rows, write_outputs
+from utils.evaluation.inputs import labelled_split_loader, method_and_model
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     split = args.split or cfg.val.split
     loader = labelled_split_loader(cfg, split)
-    model = load_model(cfg, args.checkpoint, resolve_device(cfg.device))
+    _, model = method_and_model(cfg, args.checkpoint, resolve_device(cfg.device), AFA, "analyze_attention.py")
     bkg_scores = tuple(sorted({*BKG_SWEEP, cfg.cam.bkg_score}))
     result = analyse(model, loader, cfg.dataset.num_classes, bkg_scores, cfg.aream.grid_conversion)
     rows = layer_rows(result, block_stages(model.encoder), bkg_scores, cfg.cam.bkg_score)

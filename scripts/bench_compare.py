@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="environment of every run, e.g. MALLOC_TRIM_THRESHOLD_=1073741824 to give all trees the "
-        "same allocator settings (ours then skips its own, utils/dist.py: retain_freed_memory)",
+        "same allocator settings (ours then skips its own, utils/runtime/dist.py: retain_freed_memory)",
     )
     parser.add_argument("variants", nargs="+", help="LABEL=TREE[:EXTRA ARGS]")
     args = parser.parse_args(argv[:split])

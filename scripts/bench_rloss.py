@@ -24,12 +24,13 @@ from collections.abc import Callable
 
 import torch
 
+from methods.afa import AFA, StepSettings
 from model.afa import AFANetwork
 from model.lattice import bilateral_filter
 from model.rloss import denormalize_float, regularised_loss
-from utils.dist import configure_runtime
-from utils.optim import build_optimizer, build_scheduler
-from utils.train_step import StepSettings, train_step
+from utils.runtime.dist import configure_runtime
+from utils.train.optim import build_optimizer, build_scheduler
+from utils.train.step import train_step
 
 
 def _timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: bool = True) -> list[float]:
@@ -74,9 +75,8 @@ def _step_times(
     data = {"image": x, "cls_label": cls_label.to(device), "img_box": box}
     off = StepSettings(cam_iters=0)
     on = StepSettings(cam_iters=0, loss_weights=off.loss_weights | {"reg": 0.01})
-    runs = {
-        k: (lambda s=s: train_step(model, opt, sched, data, 10, s)) for k, s in (("off", off), ("on", on))
-    }
+    methods = {"off": AFA.from_settings(off), "on": AFA.from_settings(on)}
+    runs = {k: (lambda m=m: train_step(m, model, opt, sched, data, 10)) for k, m in methods.items()}
     for run in runs.values():
         _timed(run, device, 0)  # warm-up
     times: dict[str, list[float]] = {"off": [], "on": []}

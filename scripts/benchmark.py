@@ -17,9 +17,9 @@ import sys
 
 import torch
 
-import utils.bench_runs  # noqa: F401  (registers the built-in benchmarks)
-from utils.bench import SUBCOMMANDS
-from utils.dist import configure_runtime
+import utils.bench.runs  # noqa: F401  (registers the built-in benchmarks)
+from utils.bench.harness import SUBCOMMANDS
+from utils.runtime.dist import configure_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", required=True)
     for sub in SUBCOMMANDS.values():
         p = subs.add_parser(sub.name, help=sub.help, description=sub.help)
-        p.add_argument("--backbone", default="mit_b1", help="MiT variant (random weights)")
+        p.add_argument("--method", default="afa", help="the method (config key method; default afa)")
+        p.add_argument("--backbone", default="mit_b1", help="encoder variant (random weights)")
         p.add_argument("--crop", type=int, default=256, help="crop / image size (multiple of 16)")
         p.add_argument("--batch", type=int, default=2, help="images per call (per-process batch)")
         p.add_argument("--iters", type=int, default=5, help="timed calls; the median is reported")

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from utils.cli import add_debug_flag, run
-from utils.dist import configure_runtime, resolve_device
-from utils.golden import case_files, run_case
+from utils.golden.cases import case_files, run_case
+from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:

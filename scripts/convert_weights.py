@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from common.errors import DataError, MissingFileError
 from model.mit import MIT_VARIANTS, build_mit
 from model.weights import (
     convert_hf_segformer,
@@ -30,7 +31,6 @@ from model.weights import (
     unwrap_state_dict,
 )
 from utils.cli import add_debug_flag, run
-from utils.errors import DataError, MissingFileError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # HF config fields that must equal the variant's architecture (head counts leave no trace in weights).

@@ -24,14 +24,15 @@ import torch
 from omegaconf import OmegaConf
 
 from datasets.demo import DEMO_DATA_VERSION, DEMO_VERSION_FILE, write_demo_dataset
+from methods.registry import build_method
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.config import load_config
-from utils.data import build_eval_dataset, build_eval_loader, shard_indices
-from utils.demo_report import history_table, validation_history, verdict, verdict_lines
-from utils.dist import configure_runtime
-from utils.engine import build_model, eval_settings, train
-from utils.evaluate import validate
-from utils.infer import infer
+from utils.diagnostics.demo_report import history_table, validation_history, verdict, verdict_lines
+from utils.evaluation.infer import infer
+from utils.evaluation.validate import validate
+from utils.runtime.data import build_eval_dataset, build_eval_loader, shard_indices
+from utils.runtime.dist import configure_runtime
+from utils.train.loop import train
 
 
 def ensure_data(root: Path) -> None:
@@ -48,11 +49,12 @@ def ensure_data(root: Path) -> None:
 
 def untrained_scores(cfg) -> dict:
     """Validation scores of the network as initialised by the training run (seeded identically)."""
+    method = build_method(cfg)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg)
+    model = method.build_network()
     dataset = build_eval_dataset(cfg, cfg.val.split)
     loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.val.max_images), 0)
-    return validate(model, loader, eval_settings(cfg), torch.device("cpu"), show=False)
+    return validate(method, model, loader, cfg.dataset.num_classes, torch.device("cpu"), show=False)
 
 
 def run_inference(cfg) -> dict:

@@ -21,9 +21,9 @@ from pathlib import Path
 from datasets.demo import write_demo_dataset
 from utils.cli import split_overrides
 from utils.config import load_config
-from utils.demo_report import validation_history, verdict
-from utils.dist import configure_runtime
-from utils.engine import train
+from utils.diagnostics.demo_report import validation_history, verdict
+from utils.runtime.dist import configure_runtime
+from utils.train.loop import train
 
 
 def run_seed(config: str, data: Path, seed: int, extra: list[str]) -> tuple[list, float]:

@@ -1,4 +1,4 @@
-"""The validation walk of a checkpoint against its bounds (code in utils/affinity_diagnosis.py).
+"""The validation walk of a checkpoint against its bounds (code in utils/diagnostics/affinity.py).
 
     python scripts/diagnose_affinity.py --config configs/demo.yaml \
         --checkpoint work_dir_demo/checkpoints/last.pt [afa.radius=4 ...]
@@ -16,12 +16,12 @@ import argparse
 import sys
 
 from datasets.voc import class_names
-from utils.affinity_diagnosis import diagnose, report_lines
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from methods.afa import AFA
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.dist import configure_runtime, resolve_device
-from utils.engine import eval_settings
-from utils.infer_inputs import labelled_split_loader, load_model
+from utils.diagnostics.affinity import diagnose, report_lines
+from utils.evaluation.inputs import labelled_split_loader, method_and_model
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     split = args.split or cfg.val.split
     loader = labelled_split_loader(cfg, split)
     device = resolve_device(cfg.device)
-    result = diagnose(load_model(cfg, args.checkpoint, device), loader, eval_settings(cfg), device)
+    method, model = method_and_model(cfg, args.checkpoint, device, AFA, "diagnose_affinity.py")
+    result = diagnose(model, loader, method.eval, device)
     print(f"{result['num_images']} images of {split}, radius {cfg.afa.radius} (IoU %)")
     names = class_names(cfg.dataset.name_list_dir, cfg.dataset.num_classes)
     print("\n".join(report_lines(result, names)))

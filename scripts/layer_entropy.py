@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.aream_entropy import dataset_entropy, save_entropy_file
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from methods.afa import AFA
+from methods.aream_entropy import dataset_entropy, save_entropy_file
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.data import build_eval_dataset, build_eval_loader, shard_indices
-from utils.dist import configure_runtime, resolve_device
-from utils.infer_inputs import load_model
-from utils.pseudo_export import WithClassLabels
+from utils.evaluation.inputs import method_and_model
+from utils.evaluation.pseudo_export import WithClassLabels
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from utils.runtime.data import build_eval_dataset, build_eval_loader, shard_indices
+from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         build_eval_dataset(cfg, split, with_labels=False), cfg.dataset.name_list_dir, cfg.dataset.num_classes
     )
     loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
-    model = load_model(cfg, args.checkpoint, device)
+    _, model = method_and_model(cfg, args.checkpoint, device, AFA, "layer_entropy.py")
     result = dataset_entropy(model, loader, cfg.aream.grid_conversion)
     record = save_entropy_file(args.out, result, cfg, args.checkpoint, split)
     skipped = f"{record['skipped']} without a class skipped"

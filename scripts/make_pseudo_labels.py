@@ -1,4 +1,4 @@
-"""Export the paper's pseudo labels of a split for second-stage training (code in utils/pseudo_export.py).
+"""Export the paper's pseudo labels of a split for stage-2 training (utils/evaluation/pseudo_export.py).
 
     python scripts/make_pseudo_labels.py --config configs/voc.yaml --checkpoint best.pt
     python scripts/make_pseudo_labels.py --config configs/voc.yaml --checkpoint best.pt --split val
@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.pseudo_export import export
+from utils.evaluation.pseudo_export import export
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -186,7 +186,7 @@ import sys
 
 import torch
 
-from utils.checkpoint import load_checkpoint
+from utils.runtime.checkpoint import load_checkpoint
 
 a, b, steps = load_checkpoint(sys.argv[1]), load_checkpoint(sys.argv[2]), int(sys.argv[3])
 assert a["step"] == b["step"] == steps, (a["step"], b["step"])

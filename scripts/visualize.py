@@ -1,5 +1,5 @@
 """CAM, propagated CAM, pseudo label and prediction overlays, and the attention and learned affinity of
-chosen pixels, as PNG files (code and picture layout in utils/visualize_lib.py).
+chosen pixels, as PNG files (code and picture layout in utils/figures/visualize.py).
 
     python scripts/visualize.py --config configs/voc.yaml --checkpoint best.pt \
         --ids 2007_000033 2007_000129 --pixel 120 200 --pixel 60 300
@@ -15,10 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from utils.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
+from common.errors import UsageError
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.errors import UsageError
-from utils.visualize_lib import visualize
+from utils.figures.visualize import visualize
+from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:

@@ -11,7 +11,7 @@ import torch
 
 from model.afa import AFANetwork
 from model.weights import build_from_golden_state
-from utils.dist import configure_runtime
+from utils.runtime.dist import configure_runtime
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 

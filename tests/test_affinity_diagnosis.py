@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from datasets.demo import write_demo_dataset
-from utils.affinity_diagnosis import diagnose, ground_truth_affinity, pair_statistics, report_lines
+from methods.registry import build_method
 from utils.config import load_config
-from utils.data import build_eval_dataset, build_eval_loader, shard_indices
-from utils.engine import build_model, eval_settings
-from utils.evaluate import validate
+from utils.diagnostics.affinity import diagnose, ground_truth_affinity, pair_statistics, report_lines
+from utils.evaluation.validate import validate
+from utils.runtime.data import build_eval_dataset, build_eval_loader, shard_indices
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,13 +41,14 @@ def test_diagnosis_maps_are_the_validation_maps(tmp_path):
     write_demo_dataset(root, num_train=2, num_val=3, seed=4)
     overrides = [f"dataset.root_dir={root}", f"dataset.name_list_dir={root}", "device=cpu"]
     cfg = load_config(REPO / "configs/demo.yaml", overrides)
+    method = build_method(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg)
+    model = method.build_network()
     dataset = build_eval_dataset(cfg, "val")
     loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, None), 0)
-    s = eval_settings(cfg)
+    s = method.eval
     result = diagnose(model, loader, s, torch.device("cpu"))
-    reference = validate(model, loader, s, torch.device("cpu"), show=False)
+    reference = validate(method, model, loader, 5, torch.device("cpu"), show=False)
     assert result["num_images"] == reference["num_images"] == 3
     for ours, theirs in (("cam", "cam"), ("walk", "aff")):
         assert result["scores"][ours]["miou"] == reference[theirs]["miou"]

@@ -14,11 +14,12 @@ from PIL import Image
 from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
-from utils.aream_entropy import load_entropy_file, save_entropy_file
-from utils.aream_step import aream_settings, default_layer_index
+from methods.afa import AFA
+from methods.aream import AReAMOnAFA, aream_settings, default_layer_index
+from methods.aream_entropy import load_entropy_file, save_entropy_file
+from methods.registry import build_method
 from utils.config import ConfigError, load_config
-from utils.engine import build_model, step_settings, train
-from utils.train_step import forward_losses
+from utils.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs/demo.yaml"
@@ -59,13 +60,13 @@ def afa_checkpoint(demo_root, tmp_path_factory) -> Path:
 def test_defaults_are_off_and_afa_is_unchanged(demo_root, tmp_path):
     cfg = load_config(DEMO, overrides(demo_root, tmp_path))
     assert cfg.aream.enabled is False and cfg.aream.mode == "add" and cfg.aream.grid_conversion == "expand"
-    settings = step_settings(cfg)
-    assert settings.aream is None and set(settings.loss_weights) == {"cls", "seg", "aff", "reg"}
+    method = build_method(cfg)
+    assert type(method) is AFA and set(method.step.loss_weights) == {"cls", "seg", "aff", "reg"}
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = method.build_network().train()
     x = torch.randn(2, 3, 64, 64)
-    result = forward_losses(model, x, torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0]]),
-                            torch.tensor([[0, 64, 0, 64]] * 2), 2, settings)  # fmt: skip
+    result = method.step_losses(model, x, torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0]]),
+                                torch.tensor([[0, 64, 0, 64]] * 2), 2)  # fmt: skip
     assert set(result.losses) == {"cls", "seg", "aff"}
     requested = [i for i, a in enumerate(result.output.attn_logits) if a is not None]
     assert requested == [3, 4]  # only the affinity head's last two blocks
@@ -118,12 +119,13 @@ def test_training_step_in_each_mode(demo_root, tmp_path, mode, conversion):
     """One step after the warm phase: finite terms, the aream term reaches the deep blocks' q and k."""
     extra = {"aream.enabled": True, "aream.mode": mode, "aream.grid_conversion": conversion}
     cfg = load_config(DEMO, overrides(demo_root, tmp_path, **extra))
-    settings = step_settings(cfg)
+    method = build_method(cfg)
+    assert type(method) is AReAMOnAFA
     torch.manual_seed(0)
-    model = build_model(cfg).train()
+    model = method.build_network().train()
     x = torch.randn(2, 3, 64, 64)
     cls_label, box = torch.tensor([[1.0, 0, 0, 0], [0, 1, 1, 0]]), torch.tensor([[0, 64, 0, 48]] * 2)
-    result = forward_losses(model, x, cls_label, box, 2, settings)
+    result = method.step_losses(model, x, cls_label, box, 2)
     assert set(result.losses) == {"cls", "seg", "aff", "aream"}
     assert all(torch.isfinite(v) for v in result.losses.values())
     assert 0 < result.losses["aream"] < 1
@@ -173,7 +175,7 @@ def test_layer_entropy_script_writes_a_file_training_reads(
     record = load_entropy_file(out, 5)
     assert record["num_images"] == 8 and record["split"] == "train"
     assert min(record["normalised"]) == 0.0 and max(record["normalised"]) == 1.0
-    encoder = build_model(load_config(DEMO)).encoder
+    encoder = build_method(load_config(DEMO)).build_network().encoder
     sizes = [Image.open(p).size for p in (demo_root / "JPEGImages").glob("*.jpg")]
     most = max(math.prod(encoder.token_grid(h, w)) for w, h in sizes)  # positions of the largest grid
     assert all(0 < b <= math.log2(most) for b in record["entropy_bits"])  # ≤ log2(N) bits on N positions

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.bench import STAGES, SUBCOMMANDS, Subcommand, register
-from utils.bench_runs import phase_iteration
+from utils.bench.harness import STAGES, SUBCOMMANDS, Subcommand, register
+from utils.bench.runs import phase_iteration
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--backbone", "mit_tiny", "--crop", "128", "--batch", "2", "--iters", "1", "--warmup", "0", "--json"]

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from methods.afa import AFA, StepSettings
 from model.cam import normalize_cam, resize, single_pass_cam
 from model.pseudo_labels import PseudoLabelSettings
-from utils.bench import random_batch
+from utils.bench.harness import random_batch
 from utils.config import ConfigError, load_config
-from utils.train_step import StepSettings, forward_losses
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,7 @@ def test_from_forward_runs_no_cam_pass_and_labels_the_forwards_cam(tiny_model, m
     monkeypatch.setattr(model, "forward_cam", lambda *a, **k: calls.append(1) or original(*a, **k))
     batch = random_batch(2, 64, 5, torch.device("cpu"))
     settings = StepSettings(pseudo=PseudoLabelSettings(cam_from_forward=True), cam_iters=0)
-    result = forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], 5, settings)
+    result = AFA.from_settings(settings).training_losses(model, batch, 5)
     assert calls == []
     own = single_pass_cam(result.output.cam, result.output.aff_pred, (64, 64))
     assert torch.equal(result.targets.cam, own.cam)
@@ -49,7 +49,7 @@ def test_from_forward_runs_no_cam_pass_and_labels_the_forwards_cam(tiny_model, m
     assert model.attn_proj.weight.grad is not None
 
     default = StepSettings(pseudo=PseudoLabelSettings(), cam_iters=0)
-    forward_losses(model, batch["image"], batch["cls_label"], batch["img_box"], 5, default)
+    AFA.from_settings(default).training_losses(model, batch, 5)
     assert len(calls) == 3  # the reference's three scales
 
 

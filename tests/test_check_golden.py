@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 import torch
 
+from methods.afa import StepSettings, phase_weights
 from model import affinity, cam, losses, par, refine
 from model.afa import AFANetwork
 from model.inference import msc_flip_inference
 from model.pseudo_labels import PseudoLabelSettings, make_targets
-from utils.crf import CRFParams, dense_crf
-from utils.golden import poly_warmup_adamw_trajectory
-from utils.metrics import scores
-from utils.train_step import StepSettings, phase_weights
+from utils.evaluation.crf import CRFParams, dense_crf
+from utils.evaluation.metrics import scores
+from utils.golden.cases import poly_warmup_adamw_trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKER = REPO / "scripts" / "check_golden.py"
@@ -88,7 +88,7 @@ def _network_cases(d: Path, model: AFANetwork, gen: torch.Generator) -> None:
         | {"out/cam_without_aff": _np(msc.cam)},
     )
     x = _images(gen, 48, 80)
-    pred = msc_flip_inference(model, x, (1.0, 0.75), 128)
+    pred = msc_flip_inference(model.segment, x, (1.0, 0.75), 128)
     _save(
         d,
         "msc_flip_inference",

@@ -14,13 +14,13 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import infer_seg
+from common.errors import CheckpointError, DataError, UsageError
 from datasets.demo import write_demo_dataset
-from utils.checkpoint import load_checkpoint
-from utils.checkpoint_config import config_for_checkpoint
+from methods.registry import build_method
 from utils.config import load_config
-from utils.engine import build_model
-from utils.errors import CheckpointError, DataError, UsageError
-from utils.infer import format_table, infer
+from utils.evaluation.infer import format_table, infer
+from utils.runtime.checkpoint import load_checkpoint
+from utils.runtime.checkpoint_config import config_for_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs/demo.yaml"
@@ -44,7 +44,7 @@ def save_checkpoint(path: Path, with_config: bool = True, **network) -> Path:
     """A random-weight checkpoint in our training format (model + resolved config), or a plain state dict."""
     cfg = load_config(DEMO, ["backbone.pretrained=false", *(f"{k}={v}" for k, v in network.items())])
     torch.manual_seed(0)
-    state = build_model(cfg).state_dict()
+    state = build_method(cfg).build_network().state_dict()
     torch.save({"model": state, "config": OmegaConf.to_yaml(cfg)} if with_config else state, path)
     return path
 

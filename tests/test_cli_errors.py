@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.errors import ConfigError, DataError, MissingFileError, UserError
+from methods.registry import build_method
 from utils.cli import error_lines, run, split_overrides
-from utils.config import load_config, training_warnings
-from utils.dist import resolve_device
-from utils.engine import parse_args as train_args
-from utils.errors import ConfigError, DataError, MissingFileError, UserError
+from utils.config import load_config
+from utils.runtime.dist import resolve_device
+from utils.train.loop import parse_args as train_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,7 +95,7 @@ def test_worker_traceback_is_reduced_to_the_original_message():
         "Caught MissingFileError in DataLoader worker process 0.\n"
         "Original Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\n'
-        "utils.errors.MissingFileError: image file not found: /d/JPEGImages/a.jpg"
+        "common.errors.MissingFileError: image file not found: /d/JPEGImages/a.jpg"
     )
     assert error_lines(wrapped) == ["error: image file not found: /d/JPEGImages/a.jpg"]
 
@@ -150,9 +151,9 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_short_schedule_is_a_warning_not_an_error():
     cfg = load_config(REPO / "configs/demo.yaml", ["train.max_iters=50", "train.cam_iters=100"])
-    (warning,) = training_warnings(cfg)
+    (warning,) = build_method(cfg).training_warnings()
     assert "train.cam_iters=100 >= train.max_iters=50" in warning
-    assert training_warnings(load_config(REPO / "configs/demo.yaml")) == []
+    assert build_method(load_config(REPO / "configs/demo.yaml")).training_warnings() == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

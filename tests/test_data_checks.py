@@ -12,13 +12,13 @@ import pytest
 from PIL import Image
 from runs import tiny_overrides
 
+from common.errors import DataError, MissingFileError
 from datasets.checks import check_split
 from datasets.demo import write_demo_dataset
 from datasets.voc import VOCClsDataset, VOCSegDataset
 from utils.cli import error_lines
 from utils.config import load_config
-from utils.engine import train
-from utils.errors import DataError, MissingFileError
+from utils.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from common.errors import DataError
 from datasets.classes import COCO_CLASSES, VOC_CLASSES, save_label_png
 from datasets.coco import COCO_LIST_DIR, COCOClsDataset, COCOSegDataset, coco_folder
 from datasets.transforms import normalize
@@ -22,7 +23,6 @@ from datasets.voc import (
     read_name_list,
     write_cls_labels,
 )
-from utils.errors import DataError
 
 SIZES = {"a": (40, 56), "b": (70, 30), "c": (50, 50)}  # (H, W)
 LABELS = {"a": [0, 14], "b": [], "c": [19]}

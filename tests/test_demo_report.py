@@ -1,4 +1,4 @@
-"""utils.demo_report: the validation history read back from train.log and the demo's two claims."""
+"""utils.diagnostics.demo_report: the validation history read back from train.log; the demo's two claims."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from utils.demo_report import Evaluation, history_table, validation_history, verdict, verdict_lines
-from utils.logger import format_scores
+from utils.diagnostics.demo_report import (
+    Evaluation,
+    history_table,
+    validation_history,
+    verdict,
+    verdict_lines,
+)
+from utils.runtime.logger import format_scores
 
 RUN = """2026-12-01 10:00:00 training mit_tiny on 1 process(es), device cpu
 2026-12-01 10:01:00 iter 50  cls 0.4425  seg 1.4958  aff 0.4945  total 0.4425  lr 9.444e-04  6.47s/it

@@ -16,8 +16,8 @@ from runs import tiny_overrides
 from datasets.checks import PROBED_SAMPLES
 from datasets.demo import write_demo_dataset
 from datasets.voc import read_name_list
-from utils.checkpoint import load_checkpoint
-from utils.data import SeededShardSampler
+from utils.runtime.checkpoint import load_checkpoint
+from utils.runtime.data import SeededShardSampler
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -118,7 +118,7 @@ def test_resume_on_two_ranks_is_exact_and_on_one_is_clean(demo_root, tmp_path):
 WORKER = """
 import random, sys
 import numpy as np, torch, torch.distributed as dist
-from utils.checkpoint import gather_rng_states, load_checkpoint, restore_rank_rng, save_atomic
+from utils.runtime.checkpoint import gather_rng_states, load_checkpoint, restore_rank_rng, save_atomic
 
 dist.init_process_group("gloo")
 rank, path = dist.get_rank(), sys.argv[1]

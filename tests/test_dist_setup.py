@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import dist as afa_dist
-from utils.checkpoint import (
+from common.errors import ConfigError
+from utils.runtime import dist as afa_dist
+from utils.runtime.checkpoint import (
     REQUIRED_KEYS,
     copy_atomic,
     find_resume_checkpoint,
@@ -23,7 +24,6 @@ from utils.checkpoint import (
     rng_states,
     save_atomic,
 )
-from utils.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on CPU-only machines")
@@ -144,8 +144,8 @@ def test_check_golden_device_option(subprocess_env):
 
 def test_train_reads_deterministic_and_timeout(monkeypatch):
     """``train`` applies ``train.deterministic`` and ``dist_timeout_s`` before anything else runs."""
-    from utils import engine
     from utils.config import load_config
+    from utils.train import loop as engine
 
     calls = []
 

@@ -13,9 +13,9 @@ import torch
 from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
-from utils.checkpoint import load_checkpoint
 from utils.config import ConfigError, load_config
-from utils.engine import train
+from utils.runtime.checkpoint import load_checkpoint
+from utils.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Parity with the authors' implementation: every golden case through ``utils.golden.run_case``.
+"""Parity with the authors' implementation: every golden case through ``utils.golden.cases.run_case``.
 
 ``run_case`` drives each case through the code that training and inference run (``train_step``,
 ``msc_flip_inference``, ``refine_cams_with_bkg`` …) and compares with the golden README tolerances:
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.golden import Check, case_files, run_case
+from utils.golden.cases import Check, case_files, run_case
 
 PARITY_CASES = (
     "mit_forward",
@@ -42,6 +42,32 @@ PARITY_CASES = (
     "rloss_bilateral_filter",
     "rloss_energy_loss",
 )
+# Cases of methods whose issues have not landed: the checker reports them PENDING (never skipped).
+PENDING_CASES = (
+    "mct_attention_maps",
+    "mct_attention_maps_v1",
+    "mct_eval_sweep",
+    "mct_finetune_init",
+    "mct_losses",
+    "mct_pos_interp",
+    "mct_train_step",
+    "mct_v1_forward",
+    "mct_v2_forward",
+    "mct_val_map",
+    "aream_aff_loss_mct",
+    "aream_entropy_mct",
+    "aream_propagation_mct",
+    "auxseg_backbone_tiny",
+    "auxseg_cam_refine",
+    "auxseg_data_pipeline",
+    "auxseg_heads",
+    "auxseg_inference",
+    "auxseg_losses",
+    "auxseg_poly_sgd",
+    "auxseg_pseudo_labels",
+    "auxseg_resblocks",
+    "auxseg_train_step",
+)
 SHARED_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
 
 
@@ -53,7 +79,16 @@ def describe(check: Check) -> str:
 
 def test_case_list_is_complete(golden_dir):
     """A case added to (or removed from) the golden set must be added here too."""
-    assert {p.stem for p in case_files(golden_dir)} == set(PARITY_CASES)
+    assert {p.stem for p in case_files(golden_dir)} == set(PARITY_CASES) | set(PENDING_CASES)
+    assert not set(PARITY_CASES) & set(PENDING_CASES)
+
+
+@pytest.mark.parametrize("name", PENDING_CASES)
+def test_pending_cases_are_reported_as_pending(golden_dir, name):
+    """A case whose method is not built raises NotImplementedError naming its issue: the checker lists
+    it as PENDING (``--strict`` counts it as a failure); when the method lands it moves to PARITY_CASES."""
+    with pytest.raises(NotImplementedError, match=r"is not built yet \(issue 2[02]\)"):
+        run_case(golden_dir / f"{name}.npz")
 
 
 @pytest.mark.parametrize("name", PARITY_CASES)

@@ -1,4 +1,4 @@
-"""infer_seg.py / utils.infer: golden parity, masks and reports on demo and real COCO data, image folders."""
+"""infer_seg.py / utils.evaluation.infer: golden parity, masks and reports on demo and COCO data, folders."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
+from common.errors import DataError
 from datasets.demo import write_demo_dataset
 from datasets.io import read_label
 from datasets.transforms import normalize, to_chw
+from methods.registry import build_method
 from model.inference import smallest_inference_side
 from model.mit import build_mit
 from model.weights import build_from_golden_state
 from utils.config import load_config
-from utils.crf import CRFParams
-from utils.engine import build_model
-from utils.errors import DataError
-from utils.infer import (
+from utils.evaluation.crf import CRFParams
+from utils.evaluation.infer import (
     CRFJob,
     InferSettings,
     check_image_size,
@@ -34,8 +34,8 @@ from utils.infer import (
     run_crf_job,
     scores_report,
 )
-from utils.infer_inputs import build_split_dataset, list_images, load_model, to_uint8_image, unique_names
-from utils.metrics import confusion_matrix
+from utils.evaluation.inputs import build_split_dataset, list_images, load_model, to_uint8_image, unique_names
+from utils.evaluation.metrics import confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -64,7 +64,7 @@ def save_random_checkpoint(path: Path, num_classes: int) -> Path:
         REPO / "configs/demo.yaml", ["backbone.pretrained=false", f"dataset.num_classes={num_classes}"]
     )
     torch.manual_seed(0)
-    torch.save({"model": build_model(cfg).state_dict()}, path)
+    torch.save({"model": build_method(cfg).build_network().state_dict()}, path)
     return path
 
 
@@ -104,7 +104,7 @@ def test_golden_msc_flip_inference_through_predict_image():
     case = np.load(GOLDEN / "msc_flip_inference.npz")
     model = build_from_golden_state(GOLDEN / "model_state.npz")
     x = torch.from_numpy(case["in/x"])
-    pred = predict_image(model, x, tuple(case["in/scales"].tolist()), int(case["in/resize_long"]))
+    pred = predict_image(model.segment, x, tuple(case["in/scales"].tolist()), int(case["in/resize_long"]))
     np.testing.assert_allclose(pred.logits.seg.numpy(), case["out/seg"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(pred.logits.msc_seg.numpy(), case["out/msc_seg"], rtol=1e-4, atol=1e-5)
     assert pred.multi_scale.shape == x.shape[-2:]
@@ -179,8 +179,8 @@ def test_crf_runs_through_the_worker_pool(demo_root, checkpoint, tmp_path):
     # the pool's mask is the CRF of this process's own multi-scale logits
     dataset, _ = build_split_dataset(cfg, "val")
     item = dataset[dataset.names.index(first)]
-    model = load_model(cfg, checkpoint, torch.device("cpu"))
-    pred = predict_image(model, item["image"][None], (1.0, 0.5, 0.75), 96)
+    model = load_model(build_method(cfg), checkpoint, torch.device("cpu"))
+    pred = predict_image(model.segment, item["image"][None], (1.0, 0.5, 0.75), 96)
     q = crf_probabilities(to_uint8_image(item["image"][None]), pred.logits.msc_seg[0].numpy())
     np.testing.assert_array_equal(read_label(tmp_path / "crf" / "prediction" / f"{first}.png"), q.argmax(0))
 
@@ -253,12 +253,12 @@ def test_authors_module_prefixed_checkpoint_loads(checkpoint, tmp_path):
     authors = tmp_path / "wetr_iter_18000.pth"
     torch.save({f"module.{k}": v for k, v in state.items()}, authors)
     cfg = load_config(REPO / "configs/demo.yaml", ["device=cpu"])
-    ours, theirs = (load_model(cfg, p, torch.device("cpu")) for p in (checkpoint, authors))
+    ours, theirs = (load_model(build_method(cfg), p, torch.device("cpu")) for p in (checkpoint, authors))
     assert not theirs.training
     x = torch.randn(1, 3, 40, 56)
     torch.testing.assert_close(
-        predict_image(ours, x, (1.0, 0.5), 96).logits.msc_seg,
-        predict_image(theirs, x, (1.0, 0.5), 96).logits.msc_seg,
+        predict_image(ours.segment, x, (1.0, 0.5), 96).logits.msc_seg,
+        predict_image(theirs.segment, x, (1.0, 0.5), 96).logits.msc_seg,
     )
 
 

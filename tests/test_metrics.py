@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.metrics import confusion_matrix, multilabel_f1, scores, scores_from_confusion
+from utils.evaluation.metrics import confusion_matrix, multilabel_f1, scores, scores_from_confusion
 
 GT = torch.tensor([0, 0, 1, 1, 2, 2, 255])
 PRED = torch.tensor([0, 1, 1, 1, 2, 0, 1])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.afa import AFANetwork
-from utils.optim import build_optimizer, build_scheduler
+from utils.train.optim import build_optimizer, build_scheduler
 
 
 def test_output_shapes(tiny_model):

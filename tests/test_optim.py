@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
 
 import pytest
 import torch
 
-from utils.optim import build_optimizer, build_scheduler, poly_warmup_factor
+from utils.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_epoch_lr,
+    epoch_schedule_factor,
+    poly_factor,
+    poly_warmup_factor,
+)
 
 BASE_LR = 6e-5
 
@@ -122,3 +131,30 @@ def test_scheduler_state_dict_round_trip():
     assert run(fresh, fresh_sched, fresh_params, 5, 4) == expected
     for p, q in zip(params, fresh_params):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_poly_factor_holds_its_last_value_from_max_iter_on():
+    """(1 − t/T)^0.9, kept at t = T − 1 from T on (the reference SGD stops updating the lr there)."""
+    assert poly_factor(0, 10) == 1.0
+    assert poly_factor(5, 10) == pytest.approx(0.5**0.9)
+    assert poly_factor(9, 10) == poly_factor(10, 10) == poly_factor(50, 10) == pytest.approx(0.1**0.9)
+    assert poly_factor(3, 4, power=1.0) == pytest.approx(0.25)
+
+
+def test_cosine_epoch_schedule_matches_timm_as_mctformer_steps_it():
+    """MCTformer's schedule (spec MCTFORMER §3.3): 60 epochs, 5 warm-up from 1e-6, min 1e-5, peak
+    6.25e-5, the cosine measured from epoch 0; stepped after each epoch, so epoch e trains with
+    lr(e − 1) and epoch 0 with 1e-6 (the spec's table of the rates used)."""
+    base, per_epoch = 6.25e-5, 165
+    lr = functools.partial(
+        cosine_epoch_lr, base_lr=base, epochs=60, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5
+    )
+    used = [base * epoch_schedule_factor(e * per_epoch, per_epoch, lr, base, lag=1) for e in range(60)]
+    expected = [1e-6, 1e-6, 1.33e-5, 2.56e-5, 3.79e-5, 5.02e-5, 6.161e-5, 6.122e-5, 6.076e-5, 6.023e-5]
+    assert used[:10] == pytest.approx(expected, rel=2e-3)
+    assert used[59] == pytest.approx(1.014e-5, rel=1e-3)
+    assert max(used) < base  # the nominal peak is never used
+    inside = [base * epoch_schedule_factor(t, per_epoch, lr, base, lag=1) for t in range(7 * 165, 8 * 165)]
+    assert len(set(inside)) == 1  # constant within an epoch
+    assert lr(5) == pytest.approx(1e-5 + 0.5 * (base - 1e-5) * (1 + math.cos(math.pi * 5 / 60)))
+    assert lr(60) == lr(100) == 1e-5

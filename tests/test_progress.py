@@ -1,4 +1,4 @@
-"""utils.progress: tqdm bars on a terminal, periodic plain lines in logs (Slurm .out, CI, | tee)."""
+"""utils.runtime.progress: tqdm bars on a terminal, periodic plain lines in logs (Slurm .out, CI, | tee)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from tqdm import tqdm
 
 from datasets.demo import write_demo_dataset
-from utils.progress import PlainProgress, progress, use_bar
+from utils.runtime.progress import PlainProgress, progress, use_bar
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""scripts/make_pseudo_labels.py / utils.pseudo_export: the training pseudo labels on whole images."""
+"""make_pseudo_labels.py / utils.evaluation.pseudo_export: the training pseudo labels of whole images."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ from PIL import Image
 
 from datasets.demo import write_demo_dataset
 from datasets.io import read_label
+from methods.afa import AFA
+from methods.registry import build_method
 from model.cam import cam_to_label
 from model.pseudo_labels import make_targets
 from utils.config import load_config
-from utils.engine import build_model, step_settings
-from utils.infer_inputs import build_split_dataset, load_model
-from utils.metrics import scores
-from utils.pseudo_export import KINDS, export, pseudo_labels
+from utils.evaluation.inputs import build_split_dataset, load_model
+from utils.evaluation.metrics import scores
+from utils.evaluation.pseudo_export import export
+
+KINDS = AFA.pseudo_label_kinds
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CLASSES = 5
@@ -48,25 +51,28 @@ def checkpoint(tmp_path_factory) -> Path:
     cfg = load_config(REPO / "configs/demo.yaml", ["backbone.pretrained=false"])
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save({"model": build_model(cfg).state_dict()}, path)
+    torch.save({"model": build_method(cfg).build_network().state_dict()}, path)
     return path
 
 
 def test_labels_equal_the_training_targets_of_a_whole_image_crop(demo_root, checkpoint):
     """With the whole image as the crop, the export is exactly the training step's pseudo labels."""
     cfg = load_config(REPO / "configs/demo.yaml", overrides(demo_root, demo_root))
-    model = load_model(cfg, checkpoint, torch.device("cpu"))
+    method = build_method(cfg)
+    model = load_model(method, checkpoint, torch.device("cpu"))
     dataset, _ = build_split_dataset(cfg, "train")
     item = dataset[1]
     x, cls_label = item["image"][None], item["cls_label"][None]
-    s = step_settings(cfg).pseudo
-    ours = pseudo_labels(model, x, cls_label, s)
+    s = method.step.pseudo
+    ours = method.pseudo_labels(model, x, cls_label)
     box = torch.tensor([[0, x.shape[2], 0, x.shape[3]]])
     targets = make_targets(model, x, cls_label, box, n_iter=10**9, s=s)
-    torch.testing.assert_close(ours.pseudo, targets.refined_aff_label[0], rtol=0, atol=0)
-    torch.testing.assert_close(ours.refined, targets.refined_pseudo_label[0], rtol=0, atol=0)
-    torch.testing.assert_close(ours.cam, cam_to_label(targets.cam, cls_label, s.bkg_score)[0], rtol=0, atol=0)
-    assert ours.pseudo.shape == x.shape[-2:] and not (ours.cam == 255).any()
+    torch.testing.assert_close(ours["pseudo"], targets.refined_aff_label[0], rtol=0, atol=0)
+    torch.testing.assert_close(ours["refined"], targets.refined_pseudo_label[0], rtol=0, atol=0)
+    torch.testing.assert_close(
+        ours["cam"], cam_to_label(targets.cam, cls_label, s.bkg_score)[0], rtol=0, atol=0
+    )
+    assert ours["pseudo"].shape == x.shape[-2:] and not (ours["cam"] == 255).any()
 
 
 def test_cli_writes_labels_and_report(demo_root, checkpoint, tmp_path, subprocess_env):

@@ -20,9 +20,9 @@ import torch
 from runs import tiny_overrides
 
 from datasets.demo import write_demo_dataset
-from utils.checkpoint import load_checkpoint
 from utils.config import load_config
-from utils.engine import train
+from utils.runtime.checkpoint import load_checkpoint
+from utils.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from datasets.demo import write_demo_dataset
+from methods.afa import AFA, StepSettings, step_settings
 from model import rloss
 from model.lattice import bilateral_filter
 from utils.config import load_config
-from utils.engine import step_settings, train
-from utils.golden import CaseData
-from utils.golden_rloss import case_rloss_bilateral_filter, case_rloss_energy_loss
-from utils.train_step import StepSettings, forward_losses
+from utils.golden.cases import CaseData
+from utils.golden.rloss import case_rloss_bilateral_filter, case_rloss_energy_loss
+from utils.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -129,20 +129,20 @@ def test_weight_zero_never_runs_the_loss(tiny_model, monkeypatch):
         calls.append(torch.is_grad_enabled())
         return torch.tensor(-3.0)
 
-    monkeypatch.setattr("utils.train_step.regularised_loss", reg_with_a_known_value)
+    monkeypatch.setattr("methods.afa.regularised_loss", reg_with_a_known_value)
     base = StepSettings(cam_iters=0)
     torch.manual_seed(0)
-    off = forward_losses(model, x, cls_label, box, 5, base)
+    off = AFA.from_settings(base).step_losses(model, x, cls_label, box, 5)
     assert not calls and set(off.losses) == {"cls", "seg", "aff"} and off.weights["reg"] == 0.0
     on = StepSettings(cam_iters=0, loss_weights=base.loss_weights | {"reg": 0.01})
     torch.manual_seed(0)
-    with_reg = forward_losses(model, x, cls_label, box, 5, on)
+    with_reg = AFA.from_settings(on).step_losses(model, x, cls_label, box, 5)
     assert calls == [True] and with_reg.losses["reg"].item() == -3.0
     assert with_reg.total.item() == pytest.approx(off.total.item() - 0.03, abs=1e-6)
     for k in ("cls", "seg", "aff"):
         assert torch.equal(with_reg.losses[k], off.losses[k])
     torch.manual_seed(0)
-    warm = forward_losses(model, x, cls_label, box, 0, on)  # n_iter ≤ cam_iters: logged, weight 0
+    warm = AFA.from_settings(on).step_losses(model, x, cls_label, box, 0)  # n_iter ≤ cam_iters: weight 0
     assert warm.weights["reg"] == 0.0 and "reg" in warm.losses and calls[-1] is False  # without grad
 
 

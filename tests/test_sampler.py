@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from utils.data import SeededShardSampler, shard_indices
+from utils.runtime.data import SeededShardSampler, shard_indices
 
 
 def test_ranks_split_the_single_process_batch():

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from common import profiling
 from model import par, refine
 from model.cam import multi_scale_cam
-from utils import profiling
-from utils.dist import configure_runtime
-from utils.infer import default_crf_workers
+from utils.evaluation.infer import default_crf_workers
+from utils.runtime.dist import configure_runtime
 
 
 def concat_then_fuse(decoder, features):
@@ -163,22 +163,24 @@ def test_tf32_is_off_unless_asked():
 
 def test_non_finite_loss_raises_before_any_update(tiny_model, monkeypatch):
     """The finiteness check runs after the backward is queued, still before the optimiser step."""
-    from utils import train_step as ts
-    from utils.optim import build_optimizer, build_scheduler
+    from methods.afa import AFA
+    from methods.base import StepResult
+    from utils.train import step as ts
+    from utils.train.optim import build_optimizer, build_scheduler
 
     model = tiny_model(num_classes=5)
     opt = build_optimizer(model.param_groups(), 1e-3)
     sched = build_scheduler(opt, 1, 10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
-    def nan_losses(model, x, cls_label, img_box, n_iter, settings):
-        total = sum(p.sum() for p in model.parameters()) * float("nan")
-        return ts.StepResult({"cls": total.detach()}, {"cls": 1.0}, total, None, None)
+    class NaNMethod(AFA):
+        def training_losses(self, model, batch, n_iter):
+            total = sum(p.sum() for p in model.parameters()) * float("nan")
+            return StepResult({"cls": total.detach()}, {"cls": 1.0}, total)
 
-    monkeypatch.setattr(ts, "forward_losses", nan_losses)
     batch = {"image": torch.zeros(1, 3, 32, 32), "cls_label": torch.zeros(1, 4), "img_box": torch.zeros(1, 4)}
     with pytest.raises(FloatingPointError, match="non-finite loss at iteration 7"):
-        ts.train_step(model, opt, sched, batch, 7, ts.StepSettings())
+        ts.train_step(NaNMethod.from_settings(), model, opt, sched, batch, 7)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
 
@@ -223,7 +225,7 @@ def test_neighbour_std_is_the_unbiased_std_over_the_neighbours():
 FAULTS_OF_REUSE = """
 import resource, sys, torch
 if sys.argv[1] == "retain":
-    from utils.dist import retain_freed_memory
+    from utils.runtime.dist import retain_freed_memory
     assert retain_freed_memory()
 torch.set_num_threads(1)
 faults = []
@@ -261,7 +263,7 @@ def test_retained_memory_is_reused_without_page_faults(monkeypatch):
 
 
 def test_user_malloc_settings_win(monkeypatch):
-    from utils.dist import retain_freed_memory
+    from utils.runtime.dist import retain_freed_memory
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert retain_freed_memory() is False

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.data import build_eval_loader, size_grouped_batches
-from utils.evaluate import EvalSettings, validate
+from methods.afa import AFA
+from methods.afa_eval import EvalSettings
+from utils.evaluation.validate import validate
+from utils.runtime.data import build_eval_loader, size_grouped_batches
 
 SIZES = [(64, 96), (64, 96), (80, 64), (64, 96), (80, 64), (72, 72), (64, 96)]
 
@@ -58,11 +60,11 @@ def test_loader_batches_hold_one_size_and_every_image_once():
 def test_batched_validation_scores_equal_batch_one(tiny_model):
     model = tiny_model(num_classes=5, seed=2).eval()
     dataset = SizedImages(SIZES)
-    s = EvalSettings(num_classes=5, radius=4)
+    afa = AFA.from_settings(evaluation=EvalSettings(num_classes=5, radius=4))
     indices = list(range(len(dataset)))
     cpu = torch.device("cpu")
-    one = validate(model, build_eval_loader(dataset, indices, 0), s, cpu, show=False)
-    four = validate(model, build_eval_loader(dataset, indices, 0, batch_size=4), s, cpu, show=False)
+    one = validate(afa, model, build_eval_loader(dataset, indices, 0), 5, cpu, show=False)
+    four = validate(afa, model, build_eval_loader(dataset, indices, 0, batch_size=4), 5, cpu, show=False)
     assert one["num_images"] == four["num_images"] == len(SIZES)
     assert four["cls_f1"] == pytest.approx(one["cls_f1"], rel=1e-12)  # the F1 sum in another order
     for key in ("seg", "cam", "aff"):  # the same confusion matrices: every score equal

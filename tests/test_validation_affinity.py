@@ -1,4 +1,4 @@
-"""The validation affinity path (utils.evaluate) against a per-image loop written from the spec.
+"""The validation affinity path (utils.evaluation.validate) against a per-image loop written from the spec.
 
 Spec §7.1 step 4 and §5.4: on the whole, non-square image, the single-scale forward's affinity
 propagates the multi-scale CAM resized to the (ceil(H/s), ceil(W/s)) token grid, with a radius mask
@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from methods.afa_eval import EvalSettings, predict_for_validation
 from model.cam import multi_scale_cam
-from utils.evaluate import EvalSettings, predict_for_validation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""scripts/visualize.py, utils.visualize_lib: token lookup, attention, affinity, non-square panels."""
+"""scripts/visualize.py, utils.figures.visualize: token lookup, attention, affinity, non-square panels."""
 
 from __future__ import annotations
 
@@ -12,10 +12,16 @@ import torch
 from PIL import Image
 
 from datasets.demo import write_demo_dataset
+from methods.registry import build_method
 from utils.config import load_config
-from utils.engine import build_model, step_settings
-from utils.token_maps import attention_of_token, mark_pixel, token_index, token_map_to_image, unit_range
-from utils.visualize_lib import VisualizeSettings, foreground_share, visualize_image
+from utils.figures.token_maps import (
+    attention_of_token,
+    mark_pixel,
+    token_index,
+    token_map_to_image,
+    unit_range,
+)
+from utils.figures.visualize import VisualizeSettings, foreground_share, visualize_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def model():
     cfg = load_config(REPO / "configs/demo.yaml", ["backbone.pretrained=false", "backbone.stride=[4,2,2,1]"])
     torch.manual_seed(2)
-    return build_model(cfg).eval()
+    return build_method(cfg).build_network().eval()
 
 
 def test_token_index_on_a_non_square_grid(model):
@@ -70,7 +76,7 @@ def test_foreground_share_and_unit_range_by_hand():
 
 def test_visualize_image_on_a_non_square_image(model):
     cfg = load_config(REPO / "configs/demo.yaml")
-    s = VisualizeSettings(step_settings(cfg).pseudo, (1.0, 0.5), 128)
+    s = VisualizeSettings(build_method(cfg).step.pseudo, (1.0, 0.5), 128)
     x = torch.randn(1, 3, 70, 130)
     cls_label = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     pictures = visualize_image(model, x, cls_label, [(0, 0), (69, 129)], s)

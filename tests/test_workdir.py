@@ -10,14 +10,14 @@ import pytest
 import torch
 from runs import tiny_overrides
 
-import utils.train_step as train_step_module
+from common.errors import WorkDirError
 from datasets.demo import write_demo_dataset
-from utils.checkpoint import load_checkpoint, save_atomic
+from methods.afa import AFA
 from utils.config import load_config
-from utils.engine import train
-from utils.errors import WorkDirError
-from utils.nonfinite import NonFiniteLossError
-from utils.workdir import ensure_writable
+from utils.runtime.checkpoint import load_checkpoint, save_atomic
+from utils.runtime.workdir import ensure_writable
+from utils.train.loop import train
+from utils.train.nonfinite import NonFiniteLossError
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,16 +116,16 @@ def test_output_folder_that_is_not_writable(tmp_path):
 
 
 def _nan_at(monkeypatch, bad_iters: set[int]):
-    real = train_step_module.forward_losses
+    real = AFA.training_losses
 
-    def forward_losses(model, x, cls_label, img_box, n_iter, settings):
-        result = real(model, x, cls_label, img_box, n_iter, settings)
+    def training_losses(self, model, batch, n_iter):
+        result = real(self, model, batch, n_iter)
         if n_iter in bad_iters:
             losses = dict(result.losses, cls=result.total * float("nan"))
             return result._replace(losses=losses, total=losses["cls"])
         return result
 
-    monkeypatch.setattr(train_step_module, "forward_losses", forward_losses)
+    monkeypatch.setattr(AFA, "training_losses", training_losses)
 
 
 def test_nonfinite_loss_stops_naming_iteration_terms_and_images(root, tmp_path, monkeypatch):

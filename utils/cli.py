@@ -18,7 +18,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from utils.errors import UserError
+from common.errors import UserError
 
 OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=")
 DEBUG_ENV = "AFA_DEBUG"

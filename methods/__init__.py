@@ -1,0 +1,1 @@
+"""Methods behind the engine: the interface (``base.py``), the registry, one module or a few per method."""

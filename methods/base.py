@@ -1,0 +1,158 @@
+"""The method interface: what the engine asks of a weakly-supervised segmentation method.
+
+The engine (``utils/train/loop.py``: loop, data, DDP, checkpoints, resume, logging, non-finite guard,
+progress), validation (``utils/evaluation/validate.py``), ``infer_seg.py``, pseudo-label export and
+the diagnostics know a method only through this class. A method is one module (or a few) under
+``methods/`` and one entry in ``methods/registry.py``; ``docs/ADDING_A_METHOD.md`` walks through one.
+
+Shapes: B images, K foreground classes, C = K + 1 classes with background, H × W pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from common.errors import UsageError
+from common.torch_io import torch_load_checked
+from utils.schema import BaseConfig
+
+
+class StepResult(NamedTuple):
+    """What a training step returns to the engine.
+
+    Attributes:
+        losses: the unweighted loss terms by name, scalars (logged as ``train/<name>_loss``).
+        weights: the weight each term has in this iteration (0 for a term only logged).
+        total: the weighted sum to back-propagate, a scalar.
+        output: the method's training forward (for its TensorBoard panel), or None.
+        targets: the method's pseudo labels of this iteration (for its panel), or None.
+    """
+
+    losses: dict[str, Tensor]
+    weights: dict[str, float]
+    total: Tensor
+    output: Any = None
+    targets: Any = None
+
+
+class ValidationOutput(NamedTuple):
+    """A validation batch's predictions.
+
+    Attributes:
+        maps: ``{name: (B, H, W) int64 label map at the images' size}`` for every name of the method's
+            ``validation_maps`` (scored as mIoU against the ground-truth masks).
+        cls_logits: (B, K) class logits for the multi-label F1, or None for a method without them.
+    """
+
+    maps: dict[str, Tensor]
+    cls_logits: Tensor | None = None
+
+
+class Method:
+    """A method: its network, training step, validation, test-time prediction and pseudo labels.
+
+    Subclasses set the class attributes and implement the four abstract methods; the others have
+    defaults. ``cfg`` is the resolved config of ``schema``.
+
+    Attributes:
+        schema: the config dataclass (a ``utils.schema.BaseConfig`` subclass).
+        validation_maps: the names of the maps ``validation_step`` returns, in the log's order.
+        best_map: the map whose mIoU picks ``best.pt``.
+        network_keys: config keys that fix the network's parameters (a checkpoint fits only a network
+            built with the same values).
+        pseudo_label_kinds: the label kinds ``pseudo_labels`` returns (folders of the export).
+    """
+
+    schema: ClassVar[type[BaseConfig]] = BaseConfig
+    validation_maps: ClassVar[tuple[str, ...]] = ("seg",)
+    best_map: ClassVar[str] = "seg"
+    network_keys: ClassVar[tuple[str, ...]] = ("backbone.config", "dataset.num_classes")
+    pseudo_label_kinds: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    @property
+    def name(self) -> str:
+        return self.cfg.method
+
+    # ------------------------------------------------------------------ network and optimiser
+    def build_network(self, pretrained: bool = True) -> nn.Module:
+        """The network of ``cfg``, with its encoder's ImageNet weights when ``pretrained`` and the
+        config asks for them (``backbone.pretrained``)."""
+        raise NotImplementedError
+
+    def load_weights(self, model: nn.Module, source: str | Path) -> None:
+        """Load a checkpoint into ``model`` (ours: its ``model`` entry; else a plain state dict)."""
+        state = torch_load_checked(source)
+        model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+
+    def configure_optimizers(
+        self, model: nn.Module
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The optimiser over ``model``'s parameters (unwrapped) and its schedule, stepped once per
+        iteration for ``cfg.train.max_iters`` iterations (``utils/train/optim.py`` has the schedules)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def training_losses(self, model: nn.Module, batch: dict[str, Any], n_iter: int) -> StepResult:
+        """Forward, pseudo labels and named losses of iteration ``n_iter`` (0-based), no update.
+
+        Args:
+            model: the network in train mode, possibly DistributedDataParallel-wrapped (call it for
+                the forward, so that gradients are reduced; ``utils.runtime.dist.unwrap`` for the rest).
+            batch: ``image`` (B, 3, h, w) normalised crops, ``cls_label`` (B, K) in {0, 1}, ``img_box``
+                (B, 4) the valid region [h0, h1, w0, w1] of each crop, ``name`` the image ids.
+        """
+        raise NotImplementedError
+
+    def setup_lines(self) -> list[str]:
+        """Lines for the training log once it is open (e.g. which weights a mode uses)."""
+        return []
+
+    def training_warnings(self) -> list[str]:
+        """Settings that run but may not be what the user meant (printed before training)."""
+        return []
+
+    def training_panel(
+        self, batch: dict[str, Any], result: StepResult, model: nn.Module, class_names: list[str]
+    ) -> np.ndarray | None:
+        """An (H, W, 3) uint8 picture for TensorBoard every ``train.log_iters``, or None (no panel)."""
+        return None
+
+    # ------------------------------------------------------------------ evaluation
+    def validation_step(self, model: nn.Module, image: Tensor, cls_label: Tensor) -> ValidationOutput:
+        """Predictions of one batch of same-size images, ``model`` in eval mode, no grad.
+
+        Args:
+            image: (B, 3, H, W) normalised; cls_label: (B, K) ground-truth image-level labels.
+        """
+        raise NotImplementedError
+
+    def segment(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Test-time segmentation logits (B, C, h, w) of (B, 3, H, W) normalised images, on any grid
+        (``infer_seg.py`` resizes them; multi-scale and flip are done around this call)."""
+        return model.segment(x)
+
+    def min_input_side(self, model: nn.Module) -> int:
+        """The shortest image side (px) ``segment`` accepts."""
+        return 1
+
+    def pseudo_labels(self, model: nn.Module, image: Tensor, cls_label: Tensor) -> dict[str, Tensor]:
+        """``{kind: (H, W) int64 label map, 255 = uncertain}`` for one whole image (eval mode), for
+        ``scripts/make_pseudo_labels.py``; kinds as ``pseudo_label_kinds``.
+
+        Args:
+            image: (1, 3, H, W) normalised; cls_label: (1, K) image-level labels.
+        """
+        raise UsageError(f"method {self.name} exports no pseudo labels")
+
+    def pseudo_label_report(self) -> dict[str, Any]:
+        """Settings of the pseudo labels recorded in the export's ``report.json``."""
+        return {}

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``scripts/benchmark.py``: the harness and the timed runs."""

@@ -1,0 +1,70 @@
+"""Golden-case runners of the AReAM mode (spec §8.5; ``tests/golden/README.md``, AReAM cases).
+
+The cases were computed with the AReAM authors' functions on DeiT-style inputs without class tokens:
+the attention inputs are **already scaled** logits (our encoder returns unscaled q·kᵀ, so the runners
+pass scale 1.0 where training passes each block's d^-0.5). Each runner calls the functions the mode
+runs: ``aream_cam`` (training CAM), ``layer_entropies`` + ``normalise_entropies``
+(``scripts/layer_entropy.py``), ``deep_layer_loss`` (training loss).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model import aream
+from utils.golden.harness import CaseData, Check
+
+SCALED = 1.0  # the cases' logits carry the 1/√d already
+
+
+def case_aream_propagation(c: CaseData) -> list[Check]:
+    cam, logits, layer_index = c.t("in/cam"), c.t("in/attn_logits"), c.i("in/layer_index")
+    size = tuple(int(v) for v in c["in/image_hw"])
+    grid = tuple(cam.shape[-2:])
+    attns = [aream.head_mean_attention(logits[layer], SCALED) for layer in range(layer_index)]
+    weights = {
+        "cam": aream.propagation_weights(c.t("in/ent")[:layer_index]),
+        "cam_uniform": torch.ones(layer_index),
+    }
+    return [
+        Check(key, aream.aream_cam(cam, attns, [grid] * layer_index, w, size).numpy(), c[f"out/{key}"])
+        for key, w in weights.items()
+    ]
+
+
+def case_aream_entropy(c: CaseData) -> list[Check]:
+    cam, logits, cls_label = c.t("in/cam"), c.t("in/attn_logits"), c.t("in/cls_label")
+    grid = tuple(cam.shape[-2:])
+    per_image = []
+    for i in range(cam.shape[0]):  # batch 1 per image, as the offline pass
+        attns = [aream.head_mean_attention(a, SCALED) for a in logits[i]]
+        per_image.append(
+            aream.layer_entropies(cam[i : i + 1], attns, [grid] * len(attns), cls_label[i : i + 1])
+        )
+    entropy = torch.cat(per_image, dim=1).mean(dim=1)  # (L,)
+    return [
+        Check("entropy", entropy.numpy(), c["out/entropy"]),
+        Check("normalised", aream.normalise_entropies(entropy).numpy(), c["out/normalised"]),
+    ]
+
+
+def case_aream_aff_loss(c: CaseData) -> list[Check]:
+    label, logits, layer_index = c.t("in/seg_label"), c.t("in/attn_logits"), c.i("in/layer_index")
+    grid = (label.shape[1] // 16, label.shape[2] // 16)
+    deep = [logits[layer] for layer in range(layer_index, logits.shape[0])]
+    scales, grids = [SCALED] * len(deep), [grid] * len(deep)
+    per_layer, loss = aream.deep_layer_loss(deep, scales, grids, label, c.t("in/ent")[layer_index:])
+    _, uniform = aream.deep_layer_loss(deep, scales, grids, label, torch.ones(len(deep)))
+    return [
+        Check("aff_label", aream.dense_affinity_labels(label, grid).numpy(), c["out/aff_label"], "label"),
+        Check("per_layer", per_layer.numpy(), c["out/per_layer"]),
+        Check("loss", loss.numpy(), c["out/loss"]),
+        Check("loss_uniform", uniform.numpy(), c["out/loss_uniform"]),
+    ]
+
+
+AREAM_CASES = {
+    "aream_propagation": case_aream_propagation,
+    "aream_entropy": case_aream_entropy,
+    "aream_aff_loss": case_aream_aff_loss,
+}

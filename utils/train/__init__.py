@@ -1,0 +1,1 @@
+"""Training: the loop (``loop.py``), one generic iteration (``step.py``), optimisers, schedules, NaN guard."""
