@@ -19,13 +19,16 @@ class UserError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        """``message``: what went wrong (one line); ``hint``: what to do about it, or None."""
         super().__init__(message)
         self.hint = hint
 
     def __str__(self) -> str:  # the message as given, also where a base type (KeyError) quotes it
+        """The message alone."""
         return str(self.args[0]) if self.args else ""
 
     def __reduce__(self):  # picklable across DataLoader workers and spawn pools, hint included
+        """Picklable with its hint (DataLoader workers, spawn pools)."""
         return (type(self), (str(self), self.hint))
 
 

@@ -32,19 +32,23 @@ class RegionRecorder:
     """
 
     def __init__(self, device: torch.device) -> None:
+        """An empty recorder; ``sync`` waits for the device at every region boundary."""
         self.device = torch.device(device)
         self.seconds: dict[str, float] = defaultdict(float)
         self._stack: list[list[float]] = []  # [start, seconds spent in nested regions]
 
     def _sync(self) -> None:
+        """Wait for queued CUDA work, so that it is charged to the region that queued it."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def reset(self) -> None:
+        """Forget every recorded time."""
         self.seconds = defaultdict(float)
 
     @contextlib.contextmanager
     def region(self, name: str) -> Iterator[None]:
+        """Time the block as ``name``, minus the regions nested inside it."""
         self._sync()
         entry = [time.perf_counter(), 0.0]
         self._stack.append(entry)
@@ -70,8 +74,11 @@ def timed(name: str) -> Callable[[F], F]:
     """Decorator: the whole call is the region ``name`` (regions entered inside it are subtracted)."""
 
     def decorate(fn: F) -> F:
+        """The decorator that wraps a function in ``region(name)``."""
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            """The function, timed."""
             with region(name):
                 return fn(*args, **kwargs)
 

@@ -113,6 +113,8 @@ class AFA(Method):
     def __init__(
         self, cfg: DictConfig | None, step: StepSettings | None = None, evaluation: EvalSettings | None = None
     ) -> None:
+        """From a config, or (``cfg`` None) from its settings: ``step`` for training steps, ``evaluation`` for
+        validation."""
         super().__init__(cfg)
         self.step = step if step is not None else step_settings(cfg)
         self.eval = evaluation if evaluation is not None or cfg is None else eval_settings(cfg)
@@ -127,6 +129,8 @@ class AFA(Method):
 
     # ------------------------------------------------------------------ network and optimiser
     def build_network(self, pretrained: bool = True) -> AFANetwork:
+        """``AFANetwork`` of the config (backbone, classes, strides, decoder width, pooling, affinity blocks),
+        with the MiT ImageNet weights when ``backbone.pretrained``."""
         cfg = self.cfg
         model = AFANetwork(
             backbone=cfg.backbone.config,
@@ -159,6 +163,7 @@ class AFA(Method):
 
     # ------------------------------------------------------------------ training
     def training_losses(self, model: nn.Module, batch: dict[str, Any], n_iter: int) -> StepResult:
+        """``step_losses`` of ``image`` (B, 3, H, W), ``cls_label`` (B, K) and ``img_box`` (B, 4)."""
         return self.step_losses(model, batch["image"], batch["cls_label"], batch["img_box"], n_iter)
 
     @timed("losses")  # exclusive of the forward and pseudo-label regions inside
@@ -216,6 +221,7 @@ class AFA(Method):
         return {}
 
     def training_warnings(self) -> list[str]:
+        """A schedule that never leaves the classification-only warm phase."""
         t = self.cfg.train
         if t.cam_iters < t.max_iters:
             return []
@@ -227,14 +233,17 @@ class AFA(Method):
     def training_panel(
         self, batch, result: StepResult, model: nn.Module, class_names: list[str]
     ) -> np.ndarray:
+        """One crop's CAM, labels, prediction and attention (``methods/afa_panel.py``)."""
         return training_panel(batch, result, model, class_names)
 
     # ------------------------------------------------------------------ evaluation
     def validation_step(self, model: nn.Module, image: Tensor, cls_label: Tensor) -> ValidationOutput:
+        """The ``cam``, ``aff`` and ``seg`` label maps (B, H, W) and the class logits (B, K) of spec §7.1."""
         pred = predict_for_validation(model, image, cls_label, self.eval)
         return ValidationOutput({"cam": pred.cam, "aff": pred.aff, "seg": pred.seg}, pred.cls_logits)
 
     def min_input_side(self, model: nn.Module) -> int:
+        """The encoder's smallest input side (its spatial-reduction windows)."""
         return model.encoder.min_input_side()
 
     @torch.no_grad()
@@ -251,4 +260,5 @@ class AFA(Method):
         }
 
     def pseudo_label_report(self) -> dict[str, Any]:
+        """The CAM scales of the exported labels."""
         return {"cam_scales": list(self.step.pseudo.cam_scales)}

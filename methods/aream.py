@@ -63,10 +63,12 @@ class AReAMSettings:
 
     @property
     def shallow_blocks(self) -> range:
+        """Blocks [0, layer_index): their attention refines the CAM (Eq. 9)."""
         return range(self.layer_index)
 
     @property
     def deep_blocks(self) -> range:
+        """Blocks [layer_index, num_blocks): supervised by Eq. 16."""
         return range(self.layer_index, self.num_blocks)
 
     def propagation_weights(self) -> Tensor:
@@ -238,25 +240,31 @@ class AReAMOnAFA(AFA):
     AReAM targets, and the ``aream`` term (weight ``aream.loss_weight``)."""
 
     def __init__(self, cfg: DictConfig) -> None:
+        """AFA's settings with the mode's: the ``aream`` weight added (and ``aff`` logged at weight 0 in
+        ``replace``)."""
         super().__init__(cfg)
         self.aream = aream_settings(cfg)
         self.step = replace(self.step, loss_weights=self.aream.loss_weights(self.step.loss_weights))
 
     def setup_lines(self) -> list[str]:
+        """Which layer weights the mode uses (entropy file or uniform)."""
         return [describe(self.aream, self.cfg.aream.entropy_file)]
 
     def forward(self, model: nn.Module, x: Tensor) -> AFAOutput:
+        """The training forward, returning the deep blocks' attention logits too."""
         return model(x, logit_blocks=self.aream.deep_blocks, with_cam=self.step.pseudo.cam_from_forward)
 
     def step_targets(
         self, model: nn.Module, x: Tensor, cls_label: Tensor, img_box: Tensor, n_iter: int, output: AFAOutput
     ) -> tuple[AFATargets, Tensor]:
+        """AFA's targets (``add``) or the AReAM label's (``replace``), and the AReAM label (B, H, W)."""
         s = self.step
         return make_aream_targets(
             unwrap(model), x, cls_label, img_box, n_iter, s.pseudo, self.aream, s.amp_dtype
         )
 
     def extra_losses(self, model: nn.Module, output: AFAOutput, extra: Any) -> dict[str, Tensor]:
+        """``aream``: Eq. 16 on the deep blocks, supervised by the AReAM label."""
         return {"aream": aream_loss(unwrap(model), output, extra, self.aream, self.step.pseudo.ignore_index)}
 
 

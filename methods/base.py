@@ -76,10 +76,12 @@ class Method:
     pseudo_label_kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: DictConfig) -> None:
+        """``cfg``: the resolved config of ``schema``."""
         self.cfg = cfg
 
     @property
     def name(self) -> str:
+        """The config's method name (a registry key or ``module.path:ClassName``)."""
         return self.cfg.method
 
     # ------------------------------------------------------------------ network and optimiser

@@ -23,6 +23,7 @@ METHODS: dict[str, type[Method]] = {
 
 
 def _imported(name: str) -> type[Method]:
+    """The ``Method`` subclass named ``module.path:ClassName``."""
     module_name, _, attr = name.partition(":")
     try:
         cls = getattr(importlib.import_module(module_name), attr)

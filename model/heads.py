@@ -42,10 +42,12 @@ class TokenMLP(nn.Module):
     """Per-position linear projection of a feature map: (B, C, h, w) -> (B, h·w, E)."""
 
     def __init__(self, in_dim: int, embed_dim: int) -> None:
+        """A linear projection of ``in_dim`` token channels to ``embed_dim``."""
         super().__init__()
         self.proj = nn.Linear(in_dim, embed_dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, h, w) -> (B, embed_dim, h, w)."""
         return self.proj(x.flatten(2).transpose(1, 2))
 
 
@@ -53,6 +55,7 @@ class ConvBNReLU(nn.Module):
     """1×1 conv without bias, BatchNorm (SyncBN under DDP), ReLU: mmcv's ConvModule as the authors use it."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
+        """1×1 convolution without bias, BatchNorm, ReLU."""
         super().__init__()
         self.conv = nn.Conv2d(in_dim, out_dim, 1, bias=False)
         self.bn = nn.BatchNorm2d(out_dim)
@@ -60,6 +63,7 @@ class ConvBNReLU(nn.Module):
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B, C_in, h, w) -> (B, C_out, h, w)."""
         return self.relu(self.bn(self.conv(x)))
 
 
@@ -79,6 +83,7 @@ class SegFormerHead(nn.Module):
     def __init__(
         self, in_dims: tuple[int, ...], embed_dim: int, num_classes: int, dropout: float = 0.1
     ) -> None:
+        """Per-stage projections to ``embed_dim``, their fusion and the classifier of ``num_classes``."""
         super().__init__()
         for i, dim in enumerate(in_dims):
             self.add_module(f"linear_c{i + 1}", TokenMLP(dim, embed_dim))

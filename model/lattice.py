@@ -45,6 +45,7 @@ class Lattice(NamedTuple):
 
     @property
     def num_points(self) -> int:
+        """The number of lattice points per position (d + 1 for d feature dimensions)."""
         return self.neighbours.shape[-1] - 1
 
 

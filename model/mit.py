@@ -66,10 +66,13 @@ class DropPath(nn.Module):
     """Per-sample stochastic depth: zero a sample's residual branch with probability ``p``."""
 
     def __init__(self, p: float) -> None:
+        """Stochastic depth: drop each sample's residual branch with probability ``p`` in training."""
         super().__init__()
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B, N, C) -> x, its samples zeroed with probability p and the rest scaled by 1/(1 − p) in
+        training."""
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
@@ -83,6 +86,7 @@ class OverlapPatchEmbed(nn.Module):
     """Strided convolution (kernel k, padding k//2) followed by LayerNorm (eps 1e-5) on tokens."""
 
     def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int) -> None:
+        """Overlapping patch embedding: a ``patch_size`` convolution at ``stride``, then LayerNorm."""
         super().__init__()
         self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride, padding=patch_size // 2)
         self.norm = nn.LayerNorm(embed_dim)
@@ -98,6 +102,7 @@ class EfficientAttention(nn.Module):
     """Multi-head self-attention with spatial reduction of keys and values (spec §1.2)."""
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int) -> None:
+        """Multi-head attention over keys and values spatially reduced by ``sr_ratio`` (SegFormer)."""
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -111,6 +116,7 @@ class EfficientAttention(nn.Module):
             self.norm = nn.LayerNorm(dim)
 
     def _split_heads(self, x: Tensor) -> Tensor:
+        """(B, N, C) -> (B, heads, N, C / heads)."""
         b, n, _ = x.shape
         return x.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, n, d)
 
@@ -167,6 +173,7 @@ class MixFFN(nn.Module):
     """Linear -> 3×3 depthwise conv on the token grid -> GELU -> Linear."""
 
     def __init__(self, dim: int, hidden: int) -> None:
+        """The Mix-FFN: linear, 3×3 depth-wise convolution, GELU, linear."""
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.dwconv = DWConv(hidden)
@@ -174,6 +181,7 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor, h: int, w: int) -> Tensor:
+        """x (B, N, C) on an (h, w) token grid -> (B, N, C)."""
         x = self.fc1(x)
         b, n, c = x.shape
         x = self.dwconv(x.transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2)
@@ -184,10 +192,12 @@ class DWConv(nn.Module):
     """3×3 depthwise convolution (wrapped so the key is ``mlp.dwconv.dwconv`` as in SegFormer)."""
 
     def __init__(self, dim: int) -> None:
+        """3×3 depth-wise convolution of ``dim`` channels."""
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, groups=dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (B, C, h, w) -> (B, C, h, w)."""
         return self.dwconv(x)
 
 
@@ -195,6 +205,7 @@ class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN(x))), then x + DropPath(FFN(LN(x)))."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: int, sr_ratio: int, drop_path: float) -> None:
+        """One transformer block: attention and Mix-FFN, each pre-normed, with stochastic depth."""
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = EfficientAttention(dim, num_heads, sr_ratio)
@@ -205,6 +216,7 @@ class Block(nn.Module):
     def forward(
         self, x: Tensor, h: int, w: int, need_logits: bool = True, logit_batch: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, C) on an (h, w) grid -> (out (B, N, C), this block's attention logits or None)."""
         out, logits = self.attn(self.norm1(x), h, w, need_logits, logit_batch)
         x = x + self.drop_path(out)
         x = x + self.drop_path(self.mlp(self.norm2(x), h, w))
@@ -228,6 +240,8 @@ class MixVisionTransformer(nn.Module):
         drop_path_rate: float = 0.1,
         in_chans: int = 3,
     ) -> None:
+        """The four stages of ``variant`` with the patch-embedding ``strides`` and stochastic depth rising
+        linearly to ``drop_path_rate``."""
         super().__init__()
         self.variant = variant
         self.strides = tuple(strides)
@@ -250,6 +264,7 @@ class MixVisionTransformer(nn.Module):
 
     @property
     def embed_dims(self) -> tuple[int, int, int, int]:
+        """The channels of the four stages."""
         return self.variant.embed_dims
 
     @property

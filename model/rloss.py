@@ -56,6 +56,7 @@ class _DenseEnergy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prob, image, crop_mask, unlabeled, sigma_rgb, sigma_xy):
+        """The energy −Σ S'·AS' / N of prob (B, C, H, W) on image (B, 3, H, W), crop_mask (B, H, W)."""
         n = prob.shape[0]
         masked = prob * crop_mask[:, None]  # S' = S·R
         filtered = bilateral_filter(image, masked, sigma_rgb, sigma_xy)
@@ -66,6 +67,7 @@ class _DenseEnergy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
+        """dL/dprob = −2·AS'·R / N (the reference's gradient); none for the other inputs."""
         filtered, crop_mask = ctx.saved_tensors
         grad = -2.0 * grad_output * filtered * crop_mask[:, None] / ctx.n
         return grad, None, None, None, None, None

@@ -18,7 +18,8 @@ from common.errors import CheckpointError, DataError, UsageError
 from datasets.demo import write_demo_dataset
 from methods.registry import build_method
 from utils.config import load_config
-from utils.evaluation.infer import format_table, infer
+from utils.evaluation.infer import infer
+from utils.evaluation.report import format_table
 from utils.runtime.checkpoint import load_checkpoint
 from utils.runtime.checkpoint_config import config_for_checkpoint
 

@@ -28,14 +28,13 @@ from utils.evaluation.infer import (
     InferSettings,
     check_image_size,
     crf_probabilities,
-    format_table,
     infer,
     predict_image,
     run_crf_job,
-    scores_report,
 )
 from utils.evaluation.inputs import build_split_dataset, list_images, load_model, to_uint8_image, unique_names
 from utils.evaluation.metrics import confusion_matrix
+from utils.evaluation.report import format_table, scores_report
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"

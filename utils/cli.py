@@ -62,6 +62,7 @@ def override_keys(overrides: Sequence[str]) -> set[str]:
 
 
 def debug_requested(argv: Sequence[str] | None) -> bool:
+    """``--debug`` among the arguments, or ``AFA_DEBUG`` set to anything but empty or 0."""
     tokens = sys.argv[1:] if argv is None else argv
     return "--debug" in tokens or os.environ.get(DEBUG_ENV, "") not in ("", "0")
 

@@ -44,12 +44,14 @@ def schema_of(method: str) -> DictConfig:
 
 
 def _where_keys_are(cfg: DictConfig) -> str:
+    """The files that define ``cfg``'s keys (for the hints of key errors)."""
     schema = OmegaConf.get_type(cfg)
     files = ["utils/schema.py"] + [f for f in [_source(schema)] if f and f != "utils/schema.py"]
     return " and ".join(files)
 
 
 def _source(cls: type) -> str | None:
+    """The repository path of the file defining ``cls``, or None outside it."""
     try:
         return (
             Path(inspect.getfile(cls)).resolve().relative_to(Path(__file__).resolve().parents[1]).as_posix()
@@ -59,6 +61,7 @@ def _source(cls: type) -> str | None:
 
 
 def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    """``base`` with ``other`` merged in; a ConfigError naming the key and ``source`` if it does not fit."""
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:

@@ -83,6 +83,7 @@ DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _is_range(values: list[float]) -> bool:
+    """``[lo, hi]`` with 0 < lo <= hi."""
     return len(values) == 2 and 0 < values[0] <= values[1]
 
 

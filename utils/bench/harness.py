@@ -52,11 +52,13 @@ def device_of(name: str) -> torch.device:
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that timings include it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory measurement on ``device``."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -50,6 +50,7 @@ def _train_step(args: argparse.Namespace) -> dict:
     n_iter = 0 if cam_iters is None or switch is None else phase_iteration(args.phase, cam_iters, switch)
 
     def step() -> None:
+        """One timed training iteration."""
         train_step(method, model, optimizer, scheduler, batch, n_iter)
 
     res = timed_loop(step, args.iters, args.warmup, device)
@@ -57,6 +58,7 @@ def _train_step(args: argparse.Namespace) -> dict:
 
 
 def _eval_model(args: argparse.Namespace, device: torch.device) -> tuple[Method, torch.nn.Module]:
+    """The method of the benchmark's options and its seeded random network in eval mode."""
     from methods.registry import build_method
 
     method = build_method(bench_config(args))
@@ -129,6 +131,7 @@ def _random_walk(args: argparse.Namespace) -> dict:
     labels = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)["cls_label"]
 
     def walk() -> None:
+        """One timed random walk."""
         mask = radius_mask(g, g, cfg.afa.radius, device=device)
         for bkg in (cfg.cam.low_thre, cfg.cam.high_thre):
             propagate_with_bkg(cams * labels[:, :, None, None], aff, mask, labels, bkg)
@@ -148,6 +151,7 @@ def _rloss(args: argparse.Namespace) -> dict:
     label = torch.randint(0, classes, (args.batch, args.crop, args.crop), generator=gen).to(device)
 
     def loss() -> None:
+        """One timed L_reg forward (and backward)."""
         leaf = logits.detach().requires_grad_(True)
         regularised_loss(leaf, batch["image"], batch["img_box"], label).backward()
 
@@ -156,12 +160,14 @@ def _rloss(args: argparse.Namespace) -> dict:
 
 
 def _phase_option(parser: argparse.ArgumentParser) -> None:
+    """``--phase``: AFA's warm, CAM-label or propagated-label phase."""
     parser.add_argument(
         "--phase", type=int, choices=(1, 2, 3), default=2, help="1 warm, 2 CAM labels, 3 propagated labels"
     )
 
 
 def _val_batch_option(parser: argparse.ArgumentParser) -> None:
+    """``--val-batch``: images per validation batch."""
     parser.add_argument(
         "--val-batch", type=int, default=1, help="images per validation batch (val.batch_size; default 1)"
     )
@@ -171,6 +177,7 @@ def _wrap(fn, grad: bool):
     """The benchmark with its settings attached, under no_grad unless it trains."""
 
     def run(args: argparse.Namespace) -> dict:
+        """One timed call."""
         with contextlib.nullcontext() if grad else torch.no_grad():
             res = fn(args)
         return res | {"settings": settings_of(args, device_of(args.device))}

@@ -60,10 +60,12 @@ class DemoVerdict:
 
     @property
     def aff_above_cam(self) -> bool:
+        """The propagated CAM scored above the CAM at the last validation."""
         return self.aff_gain > 0
 
     @property
     def final_near_best(self) -> bool:
+        """The final seg mIoU within a point of the best."""
         return self.best_seg - self.final_seg <= 1.0
 
 

@@ -52,7 +52,8 @@ from utils.evaluation.inputs import (
     mask_folder,
     to_uint8_image,
 )
-from utils.evaluation.metrics import confusion_matrix, scores_from_confusion
+from utils.evaluation.metrics import confusion_matrix
+from utils.evaluation.report import format_table, scores_report
 from utils.figures.visual import overlay_label, panel
 from utils.runtime.data import build_eval_loader, shard_indices
 from utils.runtime.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
@@ -187,6 +188,7 @@ def run_crf_job(job: CRFJob, params: CRFParams) -> np.ndarray:
 
 
 def _init_crf_worker() -> None:
+    """A CRF worker process: one thread, ignore Ctrl-C (the parent stops the pool)."""
     torch.set_num_threads(1)
 
 
@@ -199,6 +201,7 @@ class CRFStage:
     """
 
     def __init__(self, params: CRFParams, workers: int, num_classes: int, total: int, show: bool) -> None:
+        """A pool of ``workers`` CRF processes scoring ``num_classes`` classes over ``total`` images."""
         self.pool = mp.get_context("spawn").Pool(workers, initializer=_init_crf_worker)
         self.run = functools.partial(run_crf_job, params=params)
         self.max_pending = 2 * workers
@@ -208,11 +211,13 @@ class CRFStage:
         self.bar = progress(total=total, desc="crf", position=1, disable=not show, leave=False)
 
     def submit(self, job: CRFJob, gt: Tensor | None) -> None:
+        """Queue one image's CRF (and its ground truth, when known)."""
         self.pending.append((self.pool.apply_async(self.run, (job,)), gt))
         while self.pending and (len(self.pending) > self.max_pending or self.pending[0][0].ready()):
             self._collect()
 
     def _collect(self) -> None:
+        """Write and score the finished CRF jobs, oldest first."""
         result, gt = self.pending.popleft()
         label = result.get()
         if gt is not None:
@@ -220,6 +225,7 @@ class CRFStage:
         self.bar.update()
 
     def finish(self) -> Tensor:
+        """Wait for every job; the (C, C) confusion matrix of the CRF labels."""
         while self.pending:
             self._collect()
         self.pool.close()
@@ -228,6 +234,7 @@ class CRFStage:
         return self.hist
 
     def terminate(self) -> None:
+        """Stop the pool without waiting (an error elsewhere)."""
         self.pool.terminate()
         self.bar.close()
 
@@ -278,51 +285,6 @@ def run_inference(
             crf.terminate()
         raise
     return hists, count
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _percent(value: float) -> float | None:
-    return None if math.isnan(value) else 100.0 * value
-
-
-def scores_report(hists: dict[str, Tensor], names: list[str]) -> dict[str, dict]:
-    """Per mode: mIoU, pAcc and mAcc in percent, and per-class IoU keyed by class name (None for classes
-    absent from the ground truth, which the mIoU excludes as the reference does)."""
-    report = {}
-    for mode, hist in hists.items():
-        s = scores_from_confusion(hist)
-        report[mode] = {
-            "miou": _percent(s["miou"]),
-            "pAcc": _percent(s["pAcc"]),
-            "mAcc": _percent(s["mAcc"]),
-            "iou": {name: _percent(float(v)) for name, v in zip(names, s["iou"])},
-        }
-    return report
-
-
-def format_table(scores: dict[str, dict], names: list[str]) -> str:
-    """Classes (rows) × modes (columns) IoU table in percent, then mIoU, pAcc and mAcc.
-
-    Classes absent from the ground truth (no IoU in any mode) get no row but one line that counts them.
-    """
-    modes = list(scores)
-    absent = [n for n in names if all(scores[m]["iou"][n] is None for m in modes)]
-    names = [n for n in names if n not in absent]
-    width = max(16, *(len(n) + 2 for n in names)) if names else 16
-
-    def row(title: str, values: list[float | None]) -> str:
-        cells = "".join(f"{'-' if v is None else f'{v:.2f}':>17}" for v in values)
-        return f"{title:<{width}}{cells}"
-
-    lines = [f"{'IoU (%)':<{width}}" + "".join(f"{m:>17}" for m in modes)]
-    lines += [row(n, [scores[m]["iou"][n] for m in modes]) for n in names]
-    if absent:
-        lines.append(f"({len(absent)} classes absent from the ground truth, not scored)")
-    lines.append("-" * (width + 17 * len(modes)))
-    lines += [row(f"{key} (%)", [scores[m][key] for m in modes]) for key in ("miou", "pAcc", "mAcc")]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- entry

@@ -68,14 +68,17 @@ class ImageListDataset(Dataset):
     """
 
     def __init__(self, paths: list[Path], num_classes: int) -> None:
+        """Images of ``paths`` (names unique), without labels, for ``num_classes`` classes."""
         self.paths = list(paths)
         self.names = unique_names(self.paths)
         self.num_classes = num_classes
 
     def __len__(self) -> int:
+        """The number of images."""
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """``image`` (3, H, W) normalised, ``name``, a zero ``cls_label`` (K,)."""
         image = read_image(self.paths[index])
         return {
             "name": self.names[index],

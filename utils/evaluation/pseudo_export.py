@@ -36,9 +36,9 @@ from datasets.classes import save_label_png
 from datasets.voc import CLS_LABELS_FILE, class_names, labels_for_names
 from methods.base import Method
 from methods.registry import build_method
-from utils.evaluation.infer import scores_report
 from utils.evaluation.inputs import build_split_dataset, load_model
 from utils.evaluation.metrics import confusion_matrix
+from utils.evaluation.report import scores_report
 from utils.runtime.data import build_eval_loader, shard_indices
 from utils.runtime.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.runtime.progress import progress
@@ -49,14 +49,17 @@ class WithClassLabels(Dataset):
     """A split read without masks, given its image-level labels from ``cls_labels.txt``."""
 
     def __init__(self, dataset: Dataset, name_list_dir: str | Path, num_classes: int) -> None:
+        """``dataset``'s images with the labels of ``cls_labels.txt`` in ``name_list_dir``."""
         self.dataset = dataset
         self.names = dataset.names
         self.labels = labels_for_names(self.names, Path(name_list_dir) / CLS_LABELS_FILE, num_classes)
 
     def __len__(self) -> int:
+        """The number of images."""
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """The dataset's item with ``cls_label`` (K,)."""
         item = self.dataset[index]
         item["cls_label"] = torch.from_numpy(self.labels[item["name"]].copy())
         return item

@@ -97,6 +97,7 @@ def pixel_attention(
 
 
 def name_of(names: tuple[str, ...], label_id: int) -> str:
+    """The class name of ``label_id`` (``class N`` beyond the list)."""
     return names[label_id] if label_id < len(names) else f"class {label_id}"
 
 

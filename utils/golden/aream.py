@@ -18,6 +18,7 @@ SCALED = 1.0  # the cases' logits carry the 1/√d already
 
 
 def case_aream_propagation(c: CaseData) -> list[Check]:
+    """Eq. 9: the CAM refined by the entropy-weighted (and uniform) shallow attention (``aream_cam``)."""
     cam, logits, layer_index = c.t("in/cam"), c.t("in/attn_logits"), c.i("in/layer_index")
     size = tuple(int(v) for v in c["in/image_hw"])
     grid = tuple(cam.shape[-2:])
@@ -33,6 +34,7 @@ def case_aream_propagation(c: CaseData) -> list[Check]:
 
 
 def case_aream_entropy(c: CaseData) -> list[Check]:
+    """Per-block spatial entropies and their normalisation (``layer_entropies``, ``normalise_entropies``)."""
     cam, logits, cls_label = c.t("in/cam"), c.t("in/attn_logits"), c.t("in/cls_label")
     grid = tuple(cam.shape[-2:])
     per_image = []
@@ -49,6 +51,7 @@ def case_aream_entropy(c: CaseData) -> list[Check]:
 
 
 def case_aream_aff_loss(c: CaseData) -> list[Check]:
+    """Dense affinity labels and the entropy-weighted per-layer affinity loss (``deep_layer_loss``)."""
     label, logits, layer_index = c.t("in/seg_label"), c.t("in/attn_logits"), c.i("in/layer_index")
     grid = (label.shape[1] // 16, label.shape[2] // 16)
     deep = [logits[layer] for layer in range(layer_index, logits.shape[0])]

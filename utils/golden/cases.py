@@ -31,6 +31,7 @@ from utils.train.step import train_step
 
 
 def case_mit_forward(c: CaseData) -> list[Check]:
+    """Every stage's features and every block's attention logits of the MiT encoder."""
     with torch.no_grad():
         enc = c.model.encoder(c.t("in/x"))
     maps = {f"out/feat{i}": f for i, f in enumerate(enc.features)}
@@ -39,6 +40,7 @@ def case_mit_forward(c: CaseData) -> list[Check]:
 
 
 def case_model_forward(c: CaseData) -> list[Check]:
+    """The network's training forward and its CAM-only pass (logits, affinity, CAM)."""
     with torch.no_grad():
         out = c.model(c.t("in/x"))
         cam_out = c.model.forward_cam(c.t("in/x"))
@@ -53,6 +55,7 @@ def case_model_forward(c: CaseData) -> list[Check]:
 
 
 def case_multi_scale_cam(c: CaseData) -> list[Check]:
+    """The multi-scale flip CAM and the largest scale's affinity (``multi_scale_cam``)."""
     x = c.t("in/x")
     msc = cam.multi_scale_cam(c.model, x, tuple(c["in/scales"].tolist()))
     b = x.shape[0]
@@ -64,6 +67,7 @@ def case_multi_scale_cam(c: CaseData) -> list[Check]:
 
 
 def case_cam_to_label(c: CaseData) -> list[Check]:
+    """Valid CAM and pseudo labels with the two background thresholds, and the plain label."""
     thresholds = (c.f("in/bkg_score"), c.f("in/high_thre"), c.f("in/low_thre"))
     valid, label = cam.cam_to_pseudo_label(
         c.t("in/cam"), c.t("in/cls_label"), c.t("in/img_box"), *thresholds, True, c.i("in/ignore_index")
@@ -84,16 +88,19 @@ def case_cam_to_label(c: CaseData) -> list[Check]:
 
 
 def case_denormalize(c: CaseData) -> list[Check]:
+    """Normalised images back to [0, 1] RGB."""
     return [Check("images01", to_numpy(cam.denormalize(c.t("in/x"))), c["out/images01"])]
 
 
 def case_par(c: CaseData) -> list[Check]:
+    """Pixel-adaptive refinement of masks on images (``pixel_adaptive_refine``)."""
     dilations = tuple(c["in/dilations"].tolist())
     out = par.pixel_adaptive_refine(c.t("in/images"), c.t("in/masks"), dilations, c.i("in/num_iter"))
     return [Check("refined", to_numpy(out), c["out/refined"])]
 
 
 def case_refine_cams_with_bkg(c: CaseData) -> list[Check]:
+    """The PAR-refined CAM label with low and high background (``refine_cams_with_bkg``)."""
     label = refine.refine_cams_with_bkg(
         c.t("in/images01"),
         c.t("in/cam"),
@@ -115,6 +122,7 @@ def case_refine_cams_with_bkg(c: CaseData) -> list[Check]:
 
 
 def case_radius_mask(c: CaseData) -> list[Check]:
+    """The affinity window of each grid size and radius, exactly."""
     checks = []
     for key in c.outs():
         h, w, r = (int(v) for v in re.fullmatch(r"out/mask_(\d+)x(\d+)_r(\d+)", key).groups())
@@ -123,11 +131,13 @@ def case_radius_mask(c: CaseData) -> list[Check]:
 
 
 def case_affinity_label(c: CaseData) -> list[Check]:
+    """Same / different / ignored pairs of a label map in the window."""
     label = affinity.affinity_labels(c.t("in/label").long(), c.t("in/mask"))
     return [Check("aff_label", to_numpy(label), c["out/aff_label"], "label")]
 
 
 def case_aff_loss(c: CaseData) -> list[Check]:
+    """The balanced affinity loss and its pair counts."""
     pred, label = c.t("in/attn_pred"), c.t("in/aff_label")
     n_pos, n_neg = losses.affinity_pair_counts(label)
     return [
@@ -138,6 +148,7 @@ def case_aff_loss(c: CaseData) -> list[Check]:
 
 
 def case_propagate(c: CaseData) -> list[Check]:
+    """The random walk of CAMs with a background channel (``propagate_with_bkg``)."""
     cams = c.t("in/cam")
     aff = c.t("in/aff")[: cams.shape[0]]
     checks = []
@@ -150,6 +161,7 @@ def case_propagate(c: CaseData) -> list[Check]:
 
 
 def case_refine_cams_with_cls_label(c: CaseData) -> list[Check]:
+    """The propagated CAM refined by PAR and combined into the AFA label."""
     out = refine.refine_cams_with_cls_label(
         c.t("in/images01"), c.t("in/cam"), c.t("in/labels"), c.t("in/img_box")
     )
@@ -157,6 +169,7 @@ def case_refine_cams_with_cls_label(c: CaseData) -> list[Check]:
 
 
 def case_losses(c: CaseData) -> list[Check]:
+    """The segmentation and classification losses."""
     seg = losses.segmentation_loss(c.t("in/seg_pred"), c.t("in/seg_label"))
     cls = losses.classification_loss(c.t("in/cls_logits"), c.t("in/cls_label"))
     return [
@@ -195,6 +208,7 @@ def poly_warmup_adamw_trajectory(
 
 
 def case_poly_warmup_adamw(c: CaseData) -> list[Check]:
+    """The learning rates and weights of a few AdamW steps with the poly warm-up schedule."""
     lrs, values = poly_warmup_adamw_trajectory(
         c.f("in/base_lr"),
         c.f("in/weight_decay"),
@@ -211,6 +225,7 @@ def case_poly_warmup_adamw(c: CaseData) -> list[Check]:
 
 
 def case_scores(c: CaseData) -> list[Check]:
+    """pAcc, mAcc, mIoU and per-class IoU of label maps (NaN where a class is absent)."""
     num_classes = c["out/iou"].shape[0]
     s = scores(list(c["in/gts"]), list(c["in/preds"]), num_classes)
     return [
@@ -252,6 +267,7 @@ def case_train_iteration(c: CaseData) -> list[Check]:
 
 
 def case_msc_flip_inference(c: CaseData) -> list[Check]:
+    """Single- and multi-scale flip logits of ``msc_flip_inference``."""
     pred = msc_flip_inference(
         c.model.segment, c.t("in/x"), tuple(c["in/scales"].tolist()), c.i("in/resize_long")
     )
@@ -262,6 +278,7 @@ def case_msc_flip_inference(c: CaseData) -> list[Check]:
 
 
 def case_dense_crf(c: CaseData) -> list[Check]:
+    """The authors' dense CRF: probabilities and label."""
     keys = ("iter_max", "pos_xy_std", "pos_w", "bi_xy_std", "bi_rgb_std", "bi_w")
     params = CRFParams(**{k: c.arrays[f"in/{k}"].item() for k in keys})
     q = dense_crf(c["in/image_uint8"], c["in/prob"], params)

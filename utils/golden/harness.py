@@ -51,6 +51,8 @@ class Check:
         return float(diff.max()), float(rel.max())
 
     def passed(self) -> bool:
+        """Within tolerance: allclose for floats, equal for ``exact``, ≥ 99.9 % agreement (exact outside the
+        box) for labels."""
         ours, ref = np.asarray(self.ours), np.asarray(self.ref)
         if ours.shape != ref.shape:
             return False
@@ -69,28 +71,35 @@ class CaseData:
     """A case's arrays plus the lazily built network of its directory."""
 
     def __init__(self, path: Path, device: str | torch.device = "cpu") -> None:
+        """Load the arrays of ``path``; the network is built on first use (``model``)."""
         self.path = path
         self.device = torch.device(device)
         with np.load(path) as data:
             self.arrays = {k: data[k] for k in data.files}
 
     def __getitem__(self, key: str) -> np.ndarray:
+        """The array stored under ``key``."""
         return self.arrays[key]
 
     def t(self, key: str) -> Tensor:
+        """The array under ``key`` as a tensor on the case's device."""
         return torch.from_numpy(np.array(self.arrays[key])).to(self.device)
 
     def f(self, key: str) -> float:
+        """The scalar under ``key`` as a float."""
         return float(self.arrays[key])
 
     def i(self, key: str) -> int:
+        """The scalar under ``key`` as an int."""
         return int(self.arrays[key])
 
     def outs(self, prefix: str = "out/") -> Iterator[str]:
+        """The keys that start with ``prefix`` (the expected outputs by default)."""
         return (k for k in self.arrays if k.startswith(prefix))
 
     @cached_property
     def model(self) -> torch.nn.Module:
+        """The golden network of the case's directory (``model_state.npz``), in eval mode."""
         from model.weights import build_from_golden_state
 
         state = self.path.parent / "model_state.npz"
@@ -102,6 +111,7 @@ class CaseData:
 
 
 def to_numpy(x: Tensor) -> np.ndarray:
+    """A tensor as a NumPy array on the CPU (detached)."""
     return x.detach().cpu().numpy()
 
 

@@ -16,6 +16,7 @@ from utils.golden.harness import CaseData, Check
 
 
 def _scaled_atol(ref: np.ndarray) -> float:
+    """1e-5 of the largest reference magnitude (the unit-scale atol would accept anything)."""
     return 1e-5 * float(np.abs(ref).max())
 
 

@@ -32,6 +32,7 @@ class SeededShardSampler(Sampler):
     """
 
     def __init__(self, num_samples: int, batch_size: int, rank: int, world_size: int, seed: int) -> None:
+        """``batch_size`` samples a batch on each of ``world_size`` ranks, shuffled each epoch by ``seed``."""
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.rank = rank
@@ -48,6 +49,7 @@ class SeededShardSampler(Sampler):
 
     @property
     def batches_per_epoch(self) -> int:
+        """Whole batches each rank draws per epoch (the remainder is dropped)."""
         return self.num_samples // self.world_size // self.batch_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -56,9 +58,11 @@ class SeededShardSampler(Sampler):
         self.start_batch = start_batch
 
     def __len__(self) -> int:
+        """Samples this rank still draws in the current epoch."""
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        """This rank's sample indices of the current epoch, from ``start_batch`` on."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.num_samples, generator=gen).tolist()
         per_rank = self.batches_per_epoch * self.batch_size

@@ -14,10 +14,12 @@ class EarlyRecords(logging.Handler):
     directory checks and the resume come first), so that ``setup_text_log`` writes them into it."""
 
     def __init__(self) -> None:
+        """Hold records of level WARNING and above."""
         super().__init__(logging.WARNING)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record for ``setup_text_log``."""
         self.records.append(record)
 
 
@@ -54,6 +56,7 @@ class TensorBoard:
     """A SummaryWriter on the main process; every method is a no-op elsewhere or when disabled."""
 
     def __init__(self, log_dir: str | Path | None) -> None:
+        """A SummaryWriter on ``log_dir``, or nothing (other ranks, no TensorBoard wanted)."""
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -61,6 +64,7 @@ class TensorBoard:
             self.writer = SummaryWriter(str(log_dir))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log each value under its tag at ``step``."""
         if self.writer is None:
             return
         for key, value in values.items():
@@ -72,6 +76,7 @@ class TensorBoard:
             self.writer.add_image(tag, picture, step, dataformats="HWC")
 
     def close(self) -> None:
+        """Flush and close the writer."""
         if self.writer is not None:
             self.writer.close()
 

@@ -21,6 +21,7 @@ DEFAULT_INTERVAL = 60.0
 
 
 def _format_seconds(seconds: float) -> str:
+    """Seconds as m:ss or h:mm:ss."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
@@ -46,6 +47,8 @@ class PlainProgress:
         interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Count ``iterable`` (or ``total`` steps) from ``initial``: a line every ``interval`` seconds on
+        ``file``, none when ``disable``."""
         self.iterable = iterable
         self.desc = desc or "progress"
         if total is None and hasattr(iterable, "__len__"):
@@ -59,6 +62,7 @@ class PlainProgress:
         self.closed = False
 
     def __iter__(self) -> Iterator:
+        """The items, counting each."""
         try:
             for item in self.iterable:
                 yield item
@@ -67,16 +71,20 @@ class PlainProgress:
             self.close()
 
     def __enter__(self) -> PlainProgress:
+        """The progress itself (``with progress(...) as bar``)."""
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Close: the final line."""
         self.close()
 
     def set_postfix(self, values: dict[str, Any] | None = None, refresh: bool = True, **kwargs: Any) -> None:
+        """Values shown after the counts (the losses of training)."""
         items = {**(values or {}), **kwargs}
         self.postfix = " ".join(f"{k}={v}" for k, v in items.items())
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps; a line when the interval has passed."""
         self.n += n
         now = self.clock()
         if now - self.last_line >= self.interval:
@@ -99,12 +107,14 @@ class PlainProgress:
         return text + (f" | {self.postfix}" if self.postfix else "")
 
     def _write(self, now: float) -> None:
+        """Write the status line at ``now``."""
         self.last_line = now
         if not self.disable:
             self.file.write(self.line(now) + "\n")
             self.file.flush()
 
     def close(self) -> None:
+        """Write the final line once."""
         if self.closed:
             return
         self.closed = True

@@ -25,6 +25,7 @@ FREE_ON_RESUME = frozenset({"train.stop_iter", "train.overwrite", "device", "dat
 
 
 def checkpoint_dir(cfg: DictConfig) -> Path:
+    """``<work_dir.dir>/<work_dir.ckpt_dir>``."""
     return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 

@@ -203,6 +203,7 @@ def evaluate_and_keep_best(run: Run, session: Session) -> dict:
 
 
 def ckpt_dir(cfg: DictConfig) -> Path:
+    """``<work_dir.dir>/<work_dir.ckpt_dir>``."""
     return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 

@@ -55,6 +55,7 @@ class NonFiniteGuard:
     """
 
     def __init__(self, skip: bool, max_in_a_row: int) -> None:
+        """``skip``: skip non-finite steps (else raise); stop after ``max_in_a_row`` skipped in a row."""
         self.skip = skip
         self.max_in_a_row = max_in_a_row
         self.skipped = 0

@@ -72,6 +72,7 @@ def build_scheduler(
     """The poly-warm-up schedule; call ``scheduler.step()`` after every ``optimizer.step()``."""
 
     def factor(t: int) -> float:
+        """The multiplier of the lr at step t."""
         return poly_warmup_factor(t, warmup_iter, max_iter, warmup_ratio, power)
 
     return LambdaLR(optimizer, factor)
