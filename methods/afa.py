@@ -26,15 +26,14 @@ from common.profiling import region, timed
 from methods.afa_config import AFAConfig
 from methods.afa_eval import EvalSettings, predict_for_validation
 from methods.afa_panel import training_panel
-from methods.base import Method, StepResult, ValidationOutput
+from methods.base import Method, StepResult, ValidationOutput, unwrap
+from methods.optim import build_optimizer, build_scheduler
 from model.afa import AFANetwork, AFAOutput
 from model.cam import cam_to_label, maybe_autocast, resize, single_pass_cam
 from model.losses import affinity_loss, classification_loss, segmentation_loss
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, make_targets, whole_image_targets
 from model.rloss import regularised_loss
 from model.weights import load_afa_checkpoint, load_mit_pretrained
-from utils.runtime.dist import unwrap
-from utils.train.optim import build_optimizer, build_scheduler
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""AFA's configuration keys (and the AReAM mode's), on top of the shared ones of ``utils/schema.py``.
+"""AFA's configuration keys (and the AReAM mode's), on top of the shared ones of ``methods/schema.py``.
 
 Key names follow the authors' configs where they exist (``backbone.config``, ``cam.scales``,
 ``optimizer.learning_rate``, ``scheduler.warmup_iter`` …). Every constant of the reference is a named
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
-from utils.schema import BackboneConfig, BaseConfig, TrainConfig
+from methods.schema import BackboneConfig, BaseConfig, TrainConfig
 
 
 @dataclass

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from figures.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
+from figures.token_maps import attention_of_token, cam_peak, mark_pixel, token_index, token_map_to_image
+from figures.visual import grey, overlay_heatmap, overlay_label
 from methods.base import StepResult
 from model.cam import denormalize, resize
-from utils.figures.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
-from utils.figures.token_maps import attention_of_token, cam_peak, mark_pixel, token_index, token_map_to_image
-from utils.figures.visual import grey, overlay_heatmap, overlay_label
 
 
 def crop_attention(

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from common.errors import ConfigError
 from methods.afa import AFA
 from methods.aream_entropy import load_entropy_file
-from methods.base import Method
+from methods.base import Method, unwrap
 from model import aream
 from model.afa import AFAOutput
 from model.affinity import affinity_labels, radius_mask
@@ -37,7 +37,6 @@ from model.cam import cam_to_pseudo_label, denormalize, hflip, maybe_autocast
 from model.mit import MIT_VARIANTS
 from model.pseudo_labels import AFATargets, PseudoLabelSettings, cam_passes, make_targets
 from model.refine import refine_cams_with_bkg
-from utils.runtime.dist import unwrap
 
 
 @dataclass(frozen=True)

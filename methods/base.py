@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from common.errors import UsageError
 from common.torch_io import torch_load_checked
-from utils.schema import BaseConfig
+from methods.schema import BaseConfig
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or the model itself): a method's step
+    receives the wrapped model for its forward and unwraps it for everything else."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 class StepResult(NamedTuple):
@@ -61,7 +67,7 @@ class Method:
     defaults. ``cfg`` is the resolved config of ``schema``.
 
     Attributes:
-        schema: the config dataclass (a ``utils.schema.BaseConfig`` subclass).
+        schema: the config dataclass (a ``methods.schema.BaseConfig`` subclass).
         validation_maps: the names of the maps ``validation_step`` returns, in the log's order.
         best_map: the map whose mIoU picks ``best.pt``.
         network_keys: config keys that fix the network's parameters (a checkpoint fits only a network
@@ -99,7 +105,7 @@ class Method:
         self, model: nn.Module
     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         """The optimiser over ``model``'s parameters (unwrapped) and its schedule, stepped once per
-        iteration for ``cfg.train.max_iters`` iterations (``utils/train/optim.py`` has the schedules)."""
+        iteration for ``cfg.train.max_iters`` iterations (``methods/optim.py`` has the schedules)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training

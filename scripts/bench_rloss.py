@@ -25,11 +25,11 @@ from collections.abc import Callable
 import torch
 
 from methods.afa import AFA, StepSettings
+from methods.optim import build_optimizer, build_scheduler
 from model.afa import AFANetwork
 from model.lattice import bilateral_filter
 from model.rloss import denormalize_float, regularised_loss
 from utils.runtime.dist import configure_runtime
-from utils.train.optim import build_optimizer, build_scheduler
 from utils.train.step import train_step
 
 

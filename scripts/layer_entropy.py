@@ -17,8 +17,8 @@ import argparse
 import sys
 
 from methods.afa import AFA
-from methods.aream_entropy import dataset_entropy, save_entropy_file
 from utils.cli import add_debug_flag, run, split_overrides
+from utils.diagnostics.layer_entropy import dataset_entropy, save_entropy_file
 from utils.evaluation.inputs import method_and_model
 from utils.evaluation.pseudo_export import WithClassLabels
 from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint

@@ -4,10 +4,11 @@
     python scripts/make_pseudo_labels.py --config configs/voc.yaml --checkpoint best.pt --split val
     torchrun --nproc_per_node=4 scripts/make_pseudo_labels.py --config configs/voc.yaml --checkpoint best.pt
 
-Writes ``pseudo/<id>.png`` (AFA: multi-scale CAM, random walk on the learned affinity, PAR, low/high
-background combined; 255 = uncertain), ``refined/<id>.png`` (PAR-refined CAM), ``cam/<id>.png``
-(plain CAM) and ``report.json`` (mIoU against ground truth where it exists; 255 pixels unscored)
-under ``--out`` (default ``<work_dir.dir>/pseudo_labels/<split>``).
+Writes one folder of label PNGs per kind the checkpoint's method exports (``Method.pseudo_labels``)
+and ``report.json`` (mIoU against ground truth where it exists; 255 pixels unscored) under ``--out``
+(default ``<work_dir.dir>/pseudo_labels/<split>``). AFA's kinds: ``pseudo/<id>.png`` (multi-scale
+CAM, random walk on the learned affinity, PAR, low/high background combined; 255 = uncertain),
+``refined/<id>.png`` (PAR-refined CAM) and ``cam/<id>.png`` (plain CAM).
 """
 
 from __future__ import annotations

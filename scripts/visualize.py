@@ -1,5 +1,5 @@
 """CAM, propagated CAM, pseudo label and prediction overlays, and the attention and learned affinity of
-chosen pixels, as PNG files (code and picture layout in utils/figures/visualize.py).
+chosen pixels, as PNG files (code and picture layout in utils/diagnostics/visualize.py).
 
     python scripts/visualize.py --config configs/voc.yaml --checkpoint best.pt \
         --ids 2007_000033 2007_000129 --pixel 120 200 --pixel 60 300
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common.errors import UsageError
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.figures.visualize import visualize
+from utils.diagnostics.visualize import visualize
 from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for_checkpoint
 
 

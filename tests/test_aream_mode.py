@@ -16,9 +16,10 @@ from runs import tiny_overrides
 from datasets.demo import write_demo_dataset
 from methods.afa import AFA
 from methods.aream import AReAMOnAFA, aream_settings, default_layer_index
-from methods.aream_entropy import load_entropy_file, save_entropy_file
+from methods.aream_entropy import load_entropy_file
 from methods.registry import build_method
 from utils.config import ConfigError, load_config
+from utils.diagnostics.layer_entropy import save_entropy_file
 from utils.train.loop import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""utils.figures.figure: captioned, enlarged tiles and the class-colour legend of the pictures."""
+"""figures.figure: captioned, enlarged tiles and the class-colour legend of the pictures."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from datasets.classes import voc_palette
-from utils.figures.figure import Tile, captioned_grid, class_legend, enlarge, legend_strip, present_label_ids
-from utils.figures.visual import grey
+from figures.figure import Tile, captioned_grid, class_legend, enlarge, legend_strip, present_label_ids
+from figures.visual import grey
 
 
 def test_present_ids_and_legend_entries_by_hand():

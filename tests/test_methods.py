@@ -27,14 +27,14 @@ from datasets.demo import write_demo_dataset
 from methods.afa import AFA
 from methods.aream import AReAMOnAFA
 from methods.base import Method, StepResult, ValidationOutput
+from methods.optim import poly_factor
 from methods.registry import METHODS, build_method, method_class
+from methods.schema import BaseConfig
 from model.heads import class_activation_map
 from model.losses import classification_loss
 from model.mit import build_mit
 from utils.config import load_config
 from utils.runtime.checkpoint import load_checkpoint
-from utils.schema import BaseConfig
-from utils.train.optim import poly_factor
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from methods.optim import build_optimizer, build_scheduler
 from model.afa import AFANetwork
-from utils.train.optim import build_optimizer, build_scheduler
 
 
 def test_output_shapes(tiny_model):

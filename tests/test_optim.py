@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from utils.train.optim import (
+from methods.optim import (
     build_optimizer,
     build_scheduler,
     cosine_epoch_lr,

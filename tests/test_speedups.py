@@ -165,8 +165,8 @@ def test_non_finite_loss_raises_before_any_update(tiny_model, monkeypatch):
     """The finiteness check runs after the backward is queued, still before the optimiser step."""
     from methods.afa import AFA
     from methods.base import StepResult
+    from methods.optim import build_optimizer, build_scheduler
     from utils.train import step as ts
-    from utils.train.optim import build_optimizer, build_scheduler
 
     model = tiny_model(num_classes=5)
     opt = build_optimizer(model.param_groups(), 1e-3)

@@ -1,4 +1,4 @@
-"""scripts/visualize.py, utils.figures.visualize: token lookup, attention, affinity, non-square panels."""
+"""scripts/visualize.py, utils.diagnostics.visualize: token lookup, attention, affinity, non-square panels."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import torch
 from PIL import Image
 
 from datasets.demo import write_demo_dataset
-from methods.registry import build_method
-from utils.config import load_config
-from utils.figures.token_maps import (
+from figures.token_maps import (
     attention_of_token,
     mark_pixel,
     token_index,
     token_map_to_image,
     unit_range,
 )
-from utils.figures.visualize import VisualizeSettings, foreground_share, visualize_image
+from methods.registry import build_method
+from utils.config import load_config
+from utils.diagnostics.visualize import VisualizeSettings, foreground_share, visualize_image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 command-line ``key=value`` overrides.
 
 The ``method`` key (default ``afa``) chooses the schema (``methods/registry.py``): the shared sections
-of ``utils/schema.py`` plus the method's own. An unknown key or a value of the wrong type is an error
+of ``methods/schema.py`` plus the method's own. An unknown key or a value of the wrong type is an error
 naming the key and where it came from.
 
 **Inheritance.** A YAML file may start with ``base: other.yaml`` (a path relative to the file): the
@@ -46,7 +46,7 @@ def schema_of(method: str) -> DictConfig:
 def _where_keys_are(cfg: DictConfig) -> str:
     """The files that define ``cfg``'s keys (for the hints of key errors)."""
     schema = OmegaConf.get_type(cfg)
-    files = ["utils/schema.py"] + [f for f in [_source(schema)] if f and f != "utils/schema.py"]
+    files = ["methods/schema.py"] + [f for f in [_source(schema)] if f and f != "methods/schema.py"]
     return " and ".join(files)
 
 

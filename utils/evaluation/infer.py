@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from common.errors import DataError
 from datasets.classes import save_label_png
 from datasets.voc import class_names
+from figures.visual import overlay_label, panel
 from methods.base import Method
 from methods.registry import build_method
 from model.cam import channel_argmax, resize
@@ -54,7 +55,6 @@ from utils.evaluation.inputs import (
 )
 from utils.evaluation.metrics import confusion_matrix
 from utils.evaluation.report import format_table, scores_report
-from utils.figures.visual import overlay_label, panel
 from utils.runtime.data import build_eval_loader, shard_indices
 from utils.runtime.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.runtime.progress import progress

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from methods.afa import AFA, StepSettings
+from methods.optim import build_optimizer, build_scheduler
 from model import affinity, cam, losses, par, refine
 from model.inference import msc_flip_inference
 from model.pseudo_labels import PseudoLabelSettings
@@ -26,7 +27,6 @@ from utils.evaluation.metrics import scores
 from utils.golden.aream import AREAM_CASES
 from utils.golden.harness import CaseData, Check, outside_box, to_numpy
 from utils.golden.rloss import case_rloss_bilateral_filter, case_rloss_energy_loss
-from utils.train.optim import build_optimizer, build_scheduler
 from utils.train.step import train_step
 
 

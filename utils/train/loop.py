@@ -20,7 +20,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from common.errors import ConfigError, notice
 from datasets.voc import class_names
-from methods.base import Method, StepResult
+from methods.base import Method, StepResult, unwrap
 from methods.registry import build_method
 from utils.config import save_config
 from utils.evaluation.validate import validate
@@ -46,7 +46,6 @@ from utils.runtime.dist import (
     configure_runtime,
     init_distributed,
     set_deterministic,
-    unwrap,
 )
 from utils.runtime.logger import TensorBoard, format_scores, hold_early_records, setup_text_log
 from utils.runtime.progress import progress

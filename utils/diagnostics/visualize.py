@@ -15,7 +15,7 @@ Per image (at its own size, eval mode, batch 1):
   image and min-max scaled.
 
 Small images are enlarged (by an integer factor, to at least 192 px high) so that the pictures read
-on a screen; the layout is in utils/figures/figure.py.
+on a screen; the layout is in figures/figure.py.
 
 The attention shown is the one the **last encoder block** (stage 4, no spatial reduction) applies:
 softmax over keys of q·kᵀ·d^-½ for the query token, averaged over heads. The affinity comes from the
@@ -36,6 +36,15 @@ from torch import Tensor, nn
 
 from common.errors import DataError
 from datasets.voc import class_names
+from figures.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
+from figures.token_maps import (
+    attention_of_token,
+    cam_peak,
+    mark_pixel,
+    token_index,
+    token_map_to_image,
+)
+from figures.visual import grey, heatmap, overlay_heatmap, overlay_label
 from methods.afa import AFA
 from model.cam import mask_absent_classes
 from model.pseudo_labels import PseudoLabelSettings, whole_image_targets
@@ -47,15 +56,6 @@ from utils.evaluation.inputs import (
     method_and_model,
     to_uint8_image,
 )
-from utils.figures.figure import LABEL_ALPHA, Tile, captioned_grid, class_legend, present_label_ids
-from utils.figures.token_maps import (
-    attention_of_token,
-    cam_peak,
-    mark_pixel,
-    token_index,
-    token_map_to_image,
-)
-from utils.figures.visual import grey, heatmap, overlay_heatmap, overlay_label
 from utils.runtime.dist import resolve_device
 from utils.runtime.workdir import ensure_writable
 
