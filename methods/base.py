@@ -87,8 +87,9 @@ class Method:
 
     @property
     def name(self) -> str:
-        """The config's method name (a registry key or ``module.path:ClassName``)."""
-        return self.cfg.method
+        """The config's method name (a registry key or ``module.path:ClassName``); the class name for a
+        method built without a config."""
+        return type(self).__name__ if self.cfg is None else self.cfg.method
 
     # ------------------------------------------------------------------ network and optimiser
     def build_network(self, pretrained: bool = True) -> nn.Module:
