@@ -78,7 +78,7 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        """``image`` (3, H, W) normalised, ``name``, a zero ``cls_label`` (K,)."""
+        """``name``, ``image`` (3, H, W) normalised, ``label`` (H, W) all 255, ``cls_label`` (K,) zeros."""
         image = read_image(self.paths[index])
         return {
             "name": self.names[index],
