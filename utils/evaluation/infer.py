@@ -41,7 +41,6 @@ from datasets.classes import save_label_png
 from datasets.voc import class_names
 from figures.visual import overlay_label, panel
 from methods.base import Method
-from methods.registry import build_method
 from model.cam import channel_argmax, resize
 from model.inference import AUTHORS_TEST_SCALES, SegPrediction, msc_flip_inference, smallest_inference_side
 from utils.evaluation.crf import CRFParams, dense_crf
@@ -49,8 +48,8 @@ from utils.evaluation.inputs import (
     ImageListDataset,
     build_split_dataset,
     list_images,
-    load_model,
     mask_folder,
+    method_and_model,
     to_uint8_image,
 )
 from utils.evaluation.metrics import confusion_matrix
@@ -327,8 +326,7 @@ def infer(
     indices = shard_indices(len(dataset), info.rank, info.world_size, cfg.infer.max_images)
     s = infer_settings(cfg, images is not None, info.world_size, len(indices))
     loader = build_eval_loader(dataset, indices, cfg.dataset.num_workers)
-    method = build_method(cfg)
-    model = load_model(method, checkpoint, info.device)
+    method, model = method_and_model(cfg, checkpoint, info.device)
     hists, count = run_inference(method, model, loader, s, out, has_labels, show=info.is_main)
     for hist in hists.values():
         all_reduce_sum(hist)

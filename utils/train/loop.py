@@ -49,7 +49,7 @@ from utils.runtime.dist import (
 )
 from utils.runtime.logger import TensorBoard, format_scores, hold_early_records, setup_text_log
 from utils.runtime.progress import progress
-from utils.runtime.workdir import check_work_dir, clear_checkpoints
+from utils.runtime.workdir import check_work_dir, checkpoint_dir, clear_checkpoints
 from utils.train.nonfinite import NonFiniteGuard
 from utils.train.step import train_step
 
@@ -197,21 +197,16 @@ def evaluate_and_keep_best(run: Run, session: Session) -> dict:
         run.best_miou, run.best_step = best, run.step
         rng = gather_rng_states(info.device)  # a collective: every rank
         if info.is_main:
-            save_atomic(checkpoint_state(run, session.cfg, rng), ckpt_dir(session.cfg) / "best.pt")
+            save_atomic(checkpoint_state(run, session.cfg, rng), checkpoint_dir(session.cfg) / "best.pt")
     return metrics
-
-
-def ckpt_dir(cfg: DictConfig) -> Path:
-    """``<work_dir.dir>/<work_dir.ckpt_dir>``."""
-    return Path(cfg.work_dir.dir) / cfg.work_dir.ckpt_dir
 
 
 def save_checkpoints(run: Run, cfg: DictConfig, rng: list[dict], periodic: bool) -> None:
     """``last.pt`` always; also ``iter_<n>.pt`` when ``periodic`` (both atomic)."""
-    last = ckpt_dir(cfg) / "last.pt"
+    last = checkpoint_dir(cfg) / "last.pt"
     save_atomic(checkpoint_state(run, cfg, rng), last)
     if periodic:
-        copy_atomic(last, ckpt_dir(cfg) / f"iter_{run.step}.pt")
+        copy_atomic(last, checkpoint_dir(cfg) / f"iter_{run.step}.pt")
 
 
 def start(cfg: DictConfig, resume: bool) -> tuple[Run, torch.utils.data.DataLoader, Session]:
@@ -226,7 +221,7 @@ def start(cfg: DictConfig, resume: bool) -> tuple[Run, torch.utils.data.DataLoad
     method = build_method(cfg)
     warnings = method.training_warnings() + check_work_dir(cfg, resume)
     run, loader = setup_run(method, cfg, info)
-    resumed_from = restore(run, ckpt_dir(cfg), info) if resume else None
+    resumed_from = restore(run, checkpoint_dir(cfg), info) if resume else None
     val_set = build_eval_dataset(cfg, cfg.val.split)
     work = Path(cfg.work_dir.dir)  # the run is sure to start: now the work directory is written
     logger = setup_text_log(work / "train.log", info.is_main, early)
@@ -235,7 +230,7 @@ def start(cfg: DictConfig, resume: bool) -> tuple[Run, torch.utils.data.DataLoad
         for line in warnings:
             notice(line)
         if cfg.train.overwrite and not resume and clear_checkpoints(cfg):
-            logger.info(f"train.overwrite=true: deleted the old checkpoints of {ckpt_dir(cfg)}")
+            logger.info(f"train.overwrite=true: deleted the old checkpoints of {checkpoint_dir(cfg)}")
         save_config(cfg, work / "config.yaml")
     if resumed_from is not None:
         logger.info(f"resumed from {resumed_from} at iteration {run.step}")
