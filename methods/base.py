@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from common.errors import UsageError
 from common.torch_io import torch_load_checked
+from datasets.coco import COCOClsDataset
+from datasets.voc import VOCClsDataset
 from methods.schema import BaseConfig
 
 
@@ -110,6 +113,26 @@ class Method:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training
+    def build_train_dataset(self) -> Dataset:
+        """The training set of ``cfg``; its items are what ``training_losses`` receives, batched.
+
+        Default: VOC or COCO (``dataset.name``) classification crops of ``train.split`` with AFA's
+        augmentation (random rescale, flip, colour jitter, crop ``dataset.crop_size``). Items are drawn
+        as ``dataset[(index, seed)]`` (``utils/runtime/data.py``: augmentation is a pure function of the
+        seed, for exact resume). The engine checks the split (``datasets.checks.check_split``: the
+        dataset needs ``names``, ``split``, ``image_path``, ``image_folder``) before any worker starts.
+        """
+        cfg = self.cfg
+        cls = VOCClsDataset if cfg.dataset.name == "voc" else COCOClsDataset
+        return cls(
+            cfg.dataset.root_dir,
+            cfg.dataset.name_list_dir,
+            split=cfg.train.split,
+            crop_size=cfg.dataset.crop_size,
+            scale_range=tuple(cfg.dataset.rescale_range),
+            num_classes=cfg.dataset.num_classes,
+        )
+
     def training_losses(self, model: nn.Module, batch: dict[str, Any], n_iter: int) -> StepResult:
         """Forward, pseudo labels and named losses of iteration ``n_iter`` (0-based), no update.
 

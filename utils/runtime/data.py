@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.errors import DataError
 from datasets.checks import check_split
-from datasets.coco import COCOClsDataset, COCOSegDataset
-from datasets.voc import VOCClsDataset, VOCSegDataset
+from datasets.coco import COCOSegDataset
+from datasets.voc import VOCSegDataset
+from methods.base import Method
 
 
 class SeededShardSampler(Sampler):
@@ -72,18 +73,10 @@ class SeededShardSampler(Sampler):
             yield index, int(seed)
 
 
-def build_train_dataset(cfg: DictConfig) -> Dataset:
-    """The classification training set of ``cfg.dataset`` with the reference augmentation, checked
-    (``check_split``: ids, files, first samples) before any worker starts."""
-    cls = VOCClsDataset if cfg.dataset.name == "voc" else COCOClsDataset
-    dataset = cls(
-        cfg.dataset.root_dir,
-        cfg.dataset.name_list_dir,
-        split=cfg.train.split,
-        crop_size=cfg.dataset.crop_size,
-        scale_range=tuple(cfg.dataset.rescale_range),
-        num_classes=cfg.dataset.num_classes,
-    )
+def checked_train_dataset(method: Method) -> Dataset:
+    """The method's training set (``Method.build_train_dataset``), its split checked (ids, files,
+    first samples) before any worker starts."""
+    dataset = method.build_train_dataset()
     check_split(dataset)
     return dataset
 

@@ -36,8 +36,8 @@ from utils.runtime.data import (
     SeededShardSampler,
     build_eval_dataset,
     build_eval_loader,
-    build_train_dataset,
     build_train_loader,
+    checked_train_dataset,
     shard_indices,
 )
 from utils.runtime.dist import (
@@ -133,7 +133,7 @@ def setup_run(method: Method, cfg: DictConfig, info: DistInfo) -> tuple[Run, tor
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} is not divisible by {info.world_size} processes"
         )
-    dataset = build_train_dataset(cfg)
+    dataset = checked_train_dataset(method)
     per_rank = cfg.train.batch_size // info.world_size
     sampler = SeededShardSampler(len(dataset), per_rank, info.rank, info.world_size, cfg.train.seed)
     loader = build_train_loader(dataset, sampler, cfg.dataset.num_workers)
