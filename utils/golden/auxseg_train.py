@@ -1,6 +1,7 @@
 """Golden cases of AuxSegNet training: optimiser, data pipeline, the train step (issue 22).
 
-Each ``case_<name>(c)`` returns its checks. A case name moves from ``NOT_IMPLEMENTED`` (``utils/golden/cases.py``)
+Each ``case_<name>(c)`` returns its checks. A case name moves from ``NOT_IMPLEMENTED``
+(``utils/golden/cases.py``)
 to ``AUXSEG_TRAIN_CASES`` when its component lands.
 """
 

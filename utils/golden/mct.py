@@ -1,6 +1,7 @@
 """Golden cases of MCTformer model, weights and seed maps (issue 20).
 
-Each ``case_<name>(c)`` returns its checks. A case name moves from ``NOT_IMPLEMENTED`` (``utils/golden/cases.py``)
+Each ``case_<name>(c)`` returns its checks. A case name moves from ``NOT_IMPLEMENTED``
+(``utils/golden/cases.py``)
 to ``MCT_CASES`` when its component lands.
 """
 
