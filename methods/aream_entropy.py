@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from model import aream
+from model.mctformer import MCTformer
 
 FORMAT = "afa-aream-layer-entropy"
 VERSION = 1
@@ -37,13 +38,31 @@ def image_attention(model: nn.Module, image: Tensor) -> ImageAttention:
     """The CAM pass with every block's logits, turned into head-mean softmax attentions.
 
     Args:
-        model: an ``AFANetwork`` in eval mode; image: (1, 3, H, W) normalised.
+        model: an ``AFANetwork`` or an ``MCTformer`` V2 in eval mode; image: (1, 3, H, W) normalised.
     """
+    if isinstance(model, MCTformer):
+        return mct_image_attention(model, image)
     enc = model.encoder
     out = model.forward_cam(image, run_decoder=False, with_affinity=False, logit_blocks=range(enc.num_blocks))
     scales = aream.block_scales(enc)
     attns = [aream.head_mean_attention(a, s) for a, s in zip(out.attn_logits, scales)]
     return ImageAttention(out.cam.float(), attns, aream.block_grids(enc, *image.shape[-2:]))
+
+
+@torch.no_grad()
+def mct_image_attention(model: MCTformer, image: Tensor) -> ImageAttention:
+    """``image_attention`` of MCTformer-V2 (golden ``aream_entropy_mct``): the raw conv map as the CAM and
+    the patch block [:, C:, C:] of every block's head-mean softmax attention, all on the patch grid.
+
+    Raises:
+        ValueError: a V1 model (no conv map).
+    """
+    if model.version != "v2":
+        raise ValueError("layer entropies need MCTformer-V2 (its conv map is the CAM); this is V1")
+    out = model.forward_logits(image, range(len(model.blocks)))
+    c = model.num_classes
+    attns = [aream.patch_block(aream.head_mean_attention(a, 1.0), c) for a in out.logits]  # already scaled
+    return ImageAttention(out.fmap.float(), attns, [tuple(out.fmap.shape[-2:])] * len(attns))
 
 
 @torch.no_grad()

@@ -57,10 +57,31 @@ class ValidationOutput(NamedTuple):
         maps: ``{name: (B, H, W) int64 label map at the images' size}`` for every name of the method's
             ``validation_maps`` (scored as mIoU against the ground-truth masks).
         cls_logits: (B, K) class logits for the multi-label F1, or None for a method without them.
+        image_scores: ``{name: (B,) float}`` per-image scores of a method's own metric (NaN: image not
+            scored); the engine logs each one's mean over the scored images (MCTformer: ``mAP``).
     """
 
     maps: dict[str, Tensor]
     cls_logits: Tensor | None = None
+    image_scores: dict[str, Tensor] | None = None
+
+
+class PseudoScores(NamedTuple):
+    """One image's exportable scores (``Method.pseudo_scores``; MCTformer's seed maps).
+
+    Attributes:
+        keys: (k,) int64 foreground classes (0-based) that have a map.
+        scores: (k, H, W) float maps in [0, 1] (written as ``.npy``).
+        labels: ``{kind: (H, W) int64}`` as ``pseudo_labels`` returns (the export writes these instead).
+        crf_alphas: α of the CRF export (bg = (1 − max scores)^α); empty: none.
+        overlays: also write a heat-map overlay per key.
+    """
+
+    keys: Tensor
+    scores: Tensor
+    labels: dict[str, Tensor]
+    crf_alphas: tuple[int, ...] = ()
+    overlays: bool = False
 
 
 class Method:
@@ -184,6 +205,15 @@ class Method:
             image: (1, 3, H, W) normalised; cls_label: (1, K) image-level labels.
         """
         raise UsageError(f"method {self.name} exports no pseudo labels")
+
+    def pseudo_scores(self, model: nn.Module, image: Tensor, cls_label: Tensor) -> PseudoScores | None:
+        """Optional score export (``PseudoScores``) of one image, used by the export instead of
+        ``pseudo_labels`` when not None; the default None exports labels only.
+
+        Args:
+            image: (1, 3, H, W) normalised; cls_label: (1, K) image-level labels.
+        """
+        return None
 
     def pseudo_label_report(self) -> dict[str, Any]:
         """Settings of the pseudo labels recorded in the export's ``report.json``."""

@@ -14,11 +14,18 @@ from omegaconf import DictConfig, OmegaConf
 from common.errors import ConfigError
 from methods.afa import AFA
 from methods.aream import aream_variant
+from methods.auxsegnet import AuxSegNetMethod
 from methods.base import Method
+from methods.mctformer import MCTformerV1, MCTformerV2
+from methods.supervised import Supervised
 
 DEFAULT_METHOD = "afa"
 METHODS: dict[str, type[Method]] = {
     "afa": AFA,
+    "auxsegnet": AuxSegNetMethod,
+    "mctformer_v1": MCTformerV1,
+    "mctformer_v2": MCTformerV2,
+    "supervised": Supervised,
 }
 
 

@@ -206,6 +206,22 @@ def aream_cam(
     return minmax_per_class(torch.relu(refined[:b] + hflip(refined[b:])))
 
 
+def patch_block(attn: Tensor, num_class_tokens: int = 0) -> Tensor:
+    """The patch-to-patch block [..., C:, C:] of (…, C + N, C + N) attention or logits (C class tokens
+    first, MCTformer; C = 0 returns ``attn``)."""
+    return attn[..., num_class_tokens:, num_class_tokens:]
+
+
+def class_weighted_cam(cam: Tensor, attns: Sequence[Tensor], num_class_tokens: int) -> Tensor:
+    """AReAM on MCTformer: cam ⊙ mean over the given layers of Â[:, :C, C:] (golden ``aream_*_mct``).
+
+    Args:
+        cam: (B, C, h, w); attns: L head-mean attentions (B, C + h·w, C + h·w), C = ``num_class_tokens``.
+    """
+    c = num_class_tokens
+    return cam * torch.stack([a[:, :c, c:] for a in attns]).mean(dim=0).reshape(cam.shape)
+
+
 def minmax_per_class(cam: Tensor, eps: float = 1e-6) -> Tensor:
     """(cam − min) / (max − min + eps) per image and class; AReAM's code uses eps 1e-6 (AFA's 1e-5).
 

@@ -2,6 +2,11 @@
 
 Example:
     python scripts/convert_weights.py --src path/to/nvidia-mit-b1/ --dst pretrained/mit_b1.pth
+    python scripts/convert_weights.py --src path/to/facebook-deit-small-patch16-224/ \
+        --dst pretrained/deit_small_patch16_224-cd65a155.pth
+
+A ``facebook/deit-*`` (ViT classifier) source is recognised by its keys and written as
+``{'model': state}`` in DeiT's names, as the official DeiT files (MCTformer, ``model/deit.py``).
 
 ``--src`` is a folder holding ``model.safetensors`` or ``pytorch_model.bin`` (as written by
 ``save_pretrained`` or downloaded from the hub), or one ``.safetensors``/``.bin``/``.pth`` file. The
@@ -22,6 +27,8 @@ import torch
 from torch import Tensor
 
 from common.errors import DataError, MissingFileError
+from model.deit import DeiT, convert_hf_deit
+from model.mctformer import DEIT_SIZES
 from model.mit import MIT_VARIANTS, build_mit
 from model.weights import (
     convert_hf_segformer,
@@ -92,10 +99,39 @@ def check_hf_config(config_path: Path, variant: str) -> None:
             )
 
 
+def is_hf_deit(hf_state: dict[str, Tensor]) -> bool:
+    """Whether a HF state dict is a ViT/DeiT classifier (``facebook/deit-*``) rather than a Segformer."""
+    return any(k.startswith(("vit.embeddings.", "deit.embeddings.")) for k in hf_state)
+
+
+def convert_deit(hf_state: dict[str, Tensor], src: Path, dst: Path) -> None:
+    """``facebook/deit-*`` -> ``{'model': state}`` in DeiT's names (the layout of
+    ``deit_small_patch16_224-cd65a155.pth``), checked by strictly loading it into a DeiT of its size."""
+    try:
+        state = convert_hf_deit(hf_state)
+    except ValueError as err:
+        raise DataError(f"{src}: {err}") from err
+    dim = state["cls_token"].shape[-1]
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    sizes = {v[:2]: (k, v[2]) for k, v in DEIT_SIZES.items()}
+    if (dim, depth) not in sizes:
+        raise DataError(f"{src}: a ViT of width {dim}, depth {depth} is none of {sorted(DEIT_SIZES)}")
+    name, heads = sizes[(dim, depth)]
+    grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
+    net = DeiT(1, dim, depth, heads, img_size=16 * grid)
+    body = {k: v for k, v in state.items() if not k.startswith("head.")}
+    load_state_strict(net, body, f"weights converted from {src} as {name}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, dst)
+    print(f"{src} -> {dst}: {name}, {len(state)} tensors (DeiT layout, for backbone.pretrained_path)")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     src = weight_file(Path(args.src))
     hf_state = read_state(src)
+    if is_hf_deit(hf_state):
+        return convert_deit(hf_state, src, Path(args.dst))
     state = convert_hf_segformer(hf_state)
     variant = args.variant or infer_mit_variant(state)
     check_hf_config(src.parent / "config.json", variant)

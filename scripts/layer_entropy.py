@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from methods.afa import AFA
+from methods.mctformer import MCTformerV2
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.diagnostics.layer_entropy import dataset_entropy, save_entropy_file
 from utils.evaluation.inputs import method_and_model
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         description="Per-block attention entropies for the AReAM mode.",
         epilog="other arguments: key=value config overrides, e.g. infer.max_images=100",
     )
-    add_checkpoint_arguments(parser, checkpoint_help="a trained AFA checkpoint")
+    add_checkpoint_arguments(parser, checkpoint_help="a trained AFA or MCTformer-V2 checkpoint")
     parser.add_argument("--out", required=True, help="output JSON file")
     parser.add_argument("--split", help="dataset split (default train.split)")
     add_debug_flag(parser)
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         build_eval_dataset(cfg, split, with_labels=False), cfg.dataset.name_list_dir, cfg.dataset.num_classes
     )
     loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.infer.max_images), 0)
-    _, model = method_and_model(cfg, args.checkpoint, device, AFA, "layer_entropy.py")
+    needs = MCTformerV2 if cfg.method.startswith("mctformer") else AFA  # V2: its conv map is the CAM
+    _, model = method_and_model(cfg, args.checkpoint, device, needs, "layer_entropy.py")
     result = dataset_entropy(model, loader, cfg.aream.grid_conversion)
     record = save_entropy_file(args.out, result, cfg, args.checkpoint, split)
     skipped = f"{record['skipped']} without a class skipped"

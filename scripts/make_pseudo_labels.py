@@ -9,6 +9,15 @@ and ``report.json`` (mIoU against ground truth where it exists; 255 pixels unsco
 (default ``<work_dir.dir>/pseudo_labels/<split>``). AFA's kinds: ``pseudo/<id>.png`` (multi-scale
 CAM, random walk on the learned affinity, PAR, low/high background combined; 255 = uncertain),
 ``refined/<id>.png`` (PAR-refined CAM) and ``cam/<id>.png`` (plain CAM).
+
+MCTformer (``method=mctformer_v1|v2``; ``seeds.*`` keys) writes ``seed/<id>.png`` (the seed maps at
+``seeds.threshold``) and the maps themselves as plain arrays, ``seed_scores/<id>.npy`` (k, H, W) with
+``seed_keys/<id>.npy`` (k,); ``seeds.crf_alphas=[1,12]`` adds ``crf_<α>/<id>.npy`` for an affinity stage
+and ``seeds.overlays=true`` heat-map overlays. Score them with ``scripts/eval_seeds.py``::
+
+    python scripts/make_pseudo_labels.py --split train \
+        --checkpoint work_dir_mctformer_v2_voc/checkpoints/last.pt \
+        --out work_dir_mctformer_v2_voc/seeds_train seeds.crf_alphas=[1,12]
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
-        description="Export AFA pseudo labels of a split.",
+        description="Export the pseudo labels (and seed maps) of a split.",
         epilog="other arguments: key=value config overrides, e.g. cam.scales=[1.0,0.5,1.5]",
     )
     add_checkpoint_arguments(parser)

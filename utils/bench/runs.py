@@ -1,4 +1,4 @@
-"""The built-in benchmarks: train-step, validate, infer, par, random-walk (see ``utils/bench/harness.py``)."""
+"""The built-in benchmarks: train-step, validate, infer, par, random-walk, rloss, seeds (``harness.py``)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,18 @@ def _train_step(args: argparse.Namespace) -> dict:
     from utils.train.step import train_step
 
     device = device_of(args.device)
-    cfg = bench_config(args)
+    cfg = bench_config(
+        args, ["train.explicit_attention=true"] if getattr(args, "explicit_attention", False) else []
+    )
     method = build_method(cfg)
     torch.manual_seed(0)
     model = method.build_network().to(device).train()
     optimizer, scheduler = method.configure_optimizers(model)
     batch = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)
+    gen = torch.Generator().manual_seed(10)  # a label map for the supervised method (others ignore it)
+    label = torch.randint(0, cfg.dataset.num_classes, (args.batch, args.crop, args.crop), generator=gen)
+    batch["label"] = label.to(device)
+    batch["seg_label"], batch["sal_label"] = batch["label"], (batch["label"] > 0).float()  # AuxSegNet's
     cam_iters = OmegaConf.select(cfg, "train.cam_iters", default=None)
     switch = OmegaConf.select(cfg, "afa.seg_label_switch_iter", default=None)
     n_iter = 0 if cam_iters is None or switch is None else phase_iteration(args.phase, cam_iters, switch)
@@ -159,10 +165,42 @@ def _rloss(args: argparse.Namespace) -> dict:
     return res | {"images_per_sec": args.batch / res["sec_per_iter"], "grid": [args.crop // 2] * 2}
 
 
+def _seeds(args: argparse.Namespace) -> dict:
+    """``Method.pseudo_labels`` (MCTformer: the seed maps, batch 1 per image as the export) of ``--batch``
+    random (3/4·crop)×crop images, each with two random present classes; bf16 autocast with ``--amp``."""
+    device = device_of(args.device)
+    method, model = _eval_model(args, device)
+    x = random_images(args.batch, args.crop * 3 // 4, args.crop, device, seed=11)
+    k = method.cfg.dataset.num_classes - 1
+    labels = torch.zeros(args.batch, k, device=device)
+    labels[:, :2] = 1.0
+    amp = torch.autocast(device.type, torch.bfloat16) if args.amp == "bf16" else contextlib.nullcontext()
+
+    def seeds() -> None:
+        """The seed labels of every image."""
+        with amp:
+            for i in range(args.batch):
+                method.pseudo_labels(model, x[i : i + 1], labels[i : i + 1])
+
+    res = timed_loop(seeds, args.iters, args.warmup, device)
+    size = [args.crop * 3 // 4, args.crop]
+    return res | {"images_per_sec": args.batch / res["sec_per_iter"], "image_size": size}
+
+
 def _phase_option(parser: argparse.ArgumentParser) -> None:
     """``--phase``: AFA's warm, CAM-label or propagated-label phase."""
     parser.add_argument(
         "--phase", type=int, choices=(1, 2, 3), default=2, help="1 warm, 2 CAM labels, 3 propagated labels"
+    )
+
+
+def _train_step_options(parser: argparse.ArgumentParser) -> None:
+    """``--phase`` and MCTformer's ``--explicit-attention``."""
+    _phase_option(parser)
+    parser.add_argument(
+        "--explicit-attention",
+        action="store_true",
+        help="MCTformer: the authors' forward, every block's attention built and stacked (a comparison)",
     )
 
 
@@ -190,7 +228,7 @@ for _name, _fn, _help, _extra in (
         "train-step",
         _train_step,
         "the engine's train_step (forward, pseudo labels, losses, update)",
-        _phase_option,
+        _train_step_options,
     ),
     (
         "validate",
@@ -202,5 +240,6 @@ for _name, _fn, _help, _extra in (
     ("par", _par, "one PAR refinement (10 iterations, 48 neighbours)", None),
     ("random-walk", _random_walk, "affinity random walk with low and high background", None),
     ("rloss", _rloss, "regularised loss forward + backward (permutohedral lattice, spec App. B)", None),
+    ("seeds", _seeds, "seed maps / pseudo labels of one image at a time (--method mctformer_v2)", None),
 ):
     register(Subcommand(_name, _help, _wrap(_fn, _fn in (_train_step, _rloss)), _extra))

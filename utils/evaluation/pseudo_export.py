@@ -12,6 +12,9 @@ image-level labels as the reference's training does. AFA (spec §5.4-5.5) writes
 - ``refined/<id>.png``: the PAR-refined CAM label (the segmentation target before the switch).
 - ``cam/<id>.png``: the plain CAM label thresholded at ``cam.bkg_score``.
 
+A method with score maps (``Method.pseudo_scores``, MCTformer) also writes them as plain ``.npy``
+files, its CRF export and overlays (``utils/evaluation/seed_export.py``).
+
 The network runs in eval mode (training computes these labels in train mode, with drop path on and
 the decoder updating BatchNorm statistics), so the export is deterministic.
 
@@ -39,6 +42,7 @@ from methods.registry import build_method
 from utils.evaluation.inputs import build_split_dataset, load_model
 from utils.evaluation.metrics import confusion_matrix
 from utils.evaluation.report import scores_report
+from utils.evaluation.seed_export import write_seed_files
 from utils.runtime.data import build_eval_loader, shard_indices
 from utils.runtime.dist import all_reduce_sum, cleanup, configure_runtime, init_distributed
 from utils.runtime.progress import progress
@@ -85,7 +89,14 @@ def run_export(
     counts = torch.zeros(len(kinds) + 2, dtype=torch.int64, device=device)
     for batch in progress(loader, desc="pseudo labels", disable=not show, dynamic_ncols=True):
         image, gt = batch["image"].to(device), batch["label"][0].to(device)
-        labels = method.pseudo_labels(model, image, batch["cls_label"].to(device))
+        scored = method.pseudo_scores(model, image, batch["cls_label"].to(device))
+        if scored is not None:  # a method that exports score maps too (MCTformer seeds)
+            write_seed_files(out_dir, batch["name"][0], image, scored)
+        labels = (
+            scored.labels
+            if scored is not None
+            else method.pseudo_labels(model, image, batch["cls_label"].to(device))
+        )
         for i, kind in enumerate(kinds):
             label = labels[kind]
             save_label_png(out_dir / kind / f"{batch['name'][0]}.png", label.cpu().numpy())

@@ -185,7 +185,8 @@ def evaluate_and_keep_best(run: Run, session: Session) -> dict:
         method, unwrap(run.model), session.val_loader, num_classes, info.device, show=info.is_main
     )
     f1 = f": cls F1 {metrics['cls_f1']:.4f}" if "cls_f1" in metrics else ""
-    logger.info(f"validation at iter {run.step} on {metrics['num_images']} images{f1}")
+    scores = "".join(f", {k} {v:.4f}" for k, v in metrics.get("image_scores", {}).items())
+    logger.info(f"validation at iter {run.step} on {metrics['num_images']} images{f1}{scores}")
     for key in method.validation_maps:
         names = session.class_names if key == method.best_map else None
         logger.info(format_scores(key, metrics[key], names))
