@@ -19,6 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	fi
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	bash scripts/fetch_u2netp.sh $(PY)
 	touch $(STAMP)
 
 test: $(STAMP)
