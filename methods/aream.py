@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from common.errors import ConfigError
 from methods.afa import AFA
-from methods.aream_entropy import load_entropy_file
+from methods.aream_entropy import LayerSplit, load_entropy_file
 from methods.aream_mct import AReAMOnMCTformer
 from methods.base import Method, unwrap
 from methods.mctformer import MCTformerV2
@@ -43,7 +43,7 @@ from model.refine import refine_cams_with_bkg
 
 
 @dataclass(frozen=True)
-class AReAMSettings:
+class AReAMSettings(LayerSplit):
     """The mode's constants.
 
     Attributes:
@@ -62,28 +62,6 @@ class AReAMSettings:
     grid_conversion: str = "expand"
     entropy: tuple[float, ...] | None = None
     loss_weight: float = 0.1
-
-    @property
-    def shallow_blocks(self) -> range:
-        """Blocks [0, layer_index): their attention refines the CAM (Eq. 9)."""
-        return range(self.layer_index)
-
-    @property
-    def deep_blocks(self) -> range:
-        """Blocks [layer_index, num_blocks): supervised by Eq. 16."""
-        return range(self.layer_index, self.num_blocks)
-
-    def propagation_weights(self) -> Tensor:
-        """(layer_index,) w = 1 − e of the shallow blocks (ones without an entropy file)."""
-        if self.entropy is None:
-            return torch.ones(self.layer_index)
-        return aream.propagation_weights(torch.tensor(self.entropy[: self.layer_index]))
-
-    def supervision_weights(self) -> Tensor:
-        """(num_blocks − layer_index,) e of the deep blocks (ones without an entropy file)."""
-        if self.entropy is None:
-            return torch.ones(self.num_blocks - self.layer_index)
-        return torch.tensor(self.entropy[self.layer_index :])
 
     def loss_weights(self, afa_weights: dict[str, float]) -> dict[str, float]:
         """AFA's term weights plus ``aream``; ``replace`` keeps ``aff`` for the log only (weight 0)."""

@@ -87,3 +87,37 @@ def load_entropy_file(path: str | Path, num_blocks: int) -> dict:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
         raise ValueError(f"{path}: normalised entropies must lie in [0, 1], got {values}")
     return record
+
+
+class LayerSplit:
+    """The split of a mode's settings at ``layer_index`` and the entropy weights of each side.
+
+    A mixin of the AReAM settings dataclasses (on AFA and on MCTformer): they hold ``layer_index``,
+    ``num_blocks`` and ``entropy`` (the normalised per-block entropies e, or None for uniform weights).
+    """
+
+    layer_index: int
+    num_blocks: int
+    entropy: tuple[float, ...] | None
+
+    @property
+    def shallow_blocks(self) -> range:
+        """Blocks [0, layer_index): their attention refines the CAM (Eq. 9)."""
+        return range(self.layer_index)
+
+    @property
+    def deep_blocks(self) -> range:
+        """Blocks [layer_index, num_blocks): supervised by Eq. 16."""
+        return range(self.layer_index, self.num_blocks)
+
+    def propagation_weights(self) -> Tensor:
+        """(layer_index,) w = 1 − e of the shallow blocks (ones without an entropy file)."""
+        if self.entropy is None:
+            return torch.ones(self.layer_index)
+        return aream.propagation_weights(torch.tensor(self.entropy[: self.layer_index]))
+
+    def supervision_weights(self) -> Tensor:
+        """(num_blocks − layer_index,) e of the deep blocks (ones without an entropy file)."""
+        if self.entropy is None:
+            return torch.ones(self.num_blocks - self.layer_index)
+        return torch.tensor(self.entropy[self.layer_index :])

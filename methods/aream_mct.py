@@ -19,8 +19,9 @@ The training forward returns the deep blocks' scaled logits only in this mode (`
 with ``logit_blocks``; the other blocks keep fused attention). The CAM pass runs in the model's current
 mode (train: drop-path active), as the step's own forward. V1 has no conv map: no AReAM mode.
 
-The settings are this file's own small record (``MCTAReAMSettings``): ``methods/aream.py`` registers this
-class, so importing its ``AReAMSettings`` here would make an import cycle.
+The settings are this file's own record (``MCTAReAMSettings``: ``methods/aream.py`` registers this class,
+so importing its ``AReAMSettings`` here would make an import cycle); both share the layer split and its
+entropy weights (``methods.aream_entropy.LayerSplit``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from common.errors import ConfigError
-from methods.aream_entropy import load_entropy_file
+from methods.aream_entropy import LayerSplit, load_entropy_file
 from methods.base import StepResult, unwrap
 from methods.mctformer import MCTformerV2
 from methods.mctformer_parts import mct_losses
@@ -46,7 +47,7 @@ AUTHORS_SPLIT = (7, 12)  # layer_index 7 of 12 DeiT blocks (the AReAM authors' m
 
 
 @dataclass(frozen=True)
-class MCTAReAMSettings:
+class MCTAReAMSettings(LayerSplit):
     """The mode's constants on MCTformer.
 
     Attributes:
@@ -65,23 +66,6 @@ class MCTAReAMSettings:
     entropy: tuple[float, ...] | None = None
     loss_weight: float = 0.1
     warmup_epochs: int = 10
-
-    @property
-    def deep_blocks(self) -> range:
-        """Blocks [layer_index, L): supervised by Eq. 16."""
-        return range(self.layer_index, self.num_blocks)
-
-    def propagation_weights(self) -> Tensor:
-        """(layer_index,) w = 1 − e of the shallow blocks (ones without an entropy file)."""
-        if self.entropy is None:
-            return torch.ones(self.layer_index)
-        return aream.propagation_weights(torch.tensor(self.entropy[: self.layer_index]))
-
-    def supervision_weights(self) -> Tensor:
-        """(L − layer_index,) e of the deep blocks (ones without an entropy file)."""
-        if self.entropy is None:
-            return torch.ones(self.num_blocks - self.layer_index)
-        return torch.tensor(self.entropy[self.layer_index :])
 
 
 def default_layer_index(num_blocks: int) -> int:
