@@ -33,6 +33,17 @@ def sgd_settings(weight_decay_arg: float, momentum: float, released_quirk: bool)
     return (weight_decay_arg, 0.0) if released_quirk else (momentum, weight_decay_arg)
 
 
+def lr_groups(groups: Sequence[Sequence[nn.Parameter]], lr: float, head_lr_mult: float) -> list[dict]:
+    """The optimiser's parameter groups: (params_1x at ``lr``, params_10x at ``head_lr_mult``·``lr``).
+
+    Raises:
+        ValueError: not the two groups of spec §2.8.
+    """
+    if len(groups) != 2:
+        raise ValueError(f"expected the two lr groups of spec §2.8, got {len(groups)}")
+    return [{"params": list(groups[0]), "lr": lr}, {"params": list(groups[1]), "lr": lr * head_lr_mult}]
+
+
 def build_poly_sgd(
     groups: Sequence[Sequence[nn.Parameter]],
     lr: float,
@@ -53,14 +64,9 @@ def build_poly_sgd(
     Returns:
         (optimizer, scheduler); step the scheduler once after every ``optimizer.step()``.
     """
-    if len(groups) != 2:
-        raise ValueError(f"expected the two lr groups of spec §2.8, got {len(groups)}")
     mom, decay = sgd_settings(weight_decay_arg, momentum, released_quirk)
     optimizer = torch.optim.SGD(
-        [
-            {"params": list(groups[0]), "lr": lr},
-            {"params": list(groups[1]), "lr": lr * head_lr_mult},
-        ],
+        lr_groups(groups, lr, head_lr_mult),
         lr=lr,
         momentum=mom,
         weight_decay=decay,
@@ -84,13 +90,8 @@ def build_poly_adamw(
     Args:
         groups: (params_1x, params_10x). lr: the 1× group's initial lr. max_step: T of the poly decay.
     """
-    if len(groups) != 2:
-        raise ValueError(f"expected the two lr groups of spec §2.8, got {len(groups)}")
     optimizer = torch.optim.AdamW(
-        [
-            {"params": list(groups[0]), "lr": lr},
-            {"params": list(groups[1]), "lr": lr * head_lr_mult},
-        ],
+        lr_groups(groups, lr, head_lr_mult),
         lr=lr,
         weight_decay=weight_decay,
     )
