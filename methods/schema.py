@@ -47,6 +47,7 @@ class TrainConfig:
     stop_iter: int | None = None  # end the process after this many iterations (time limits); --resume goes on
     seed: int = 1  # reference setup_seed(1)
     amp: str = "none"  # none | bf16 (not the reference)
+    compile: bool = False  # torch.compile the network in place (dist.compile_network); fp32 within rounding
     tf32: bool = False  # CUDA: TF32 matmuls and cuDNN convolutions (faster, ~1e-3 from float32)
     deterministic: bool = False  # deterministic CUDA kernels where they exist (dist.set_deterministic)
     overwrite: bool = False  # train into a work dir that holds checkpoints, deleting them (not --resume)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +98,36 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def skip_dropped(x: Tensor) -> bool:
+    """Whether ``kept_residual`` pays: on the CPU (elsewhere finding the kept samples waits for the
+    device) and outside ``torch.compile`` (data-dependent shapes break its graph)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def kept_residual(x: Tensor, branch: Callable[[Tensor], Tensor], p: float) -> Tensor:
+    """x + DropPath_p(branch(x)) with the branch run on the kept samples only.
+
+    Draws the per-sample mask exactly as ``DropPath`` (one ``torch.rand`` of shape (B, 1, …)), so the
+    generator advances as there; a kept sample gets branch(x_b) / (1 − p), a dropped one nothing.
+    ``branch`` must act on each sample alone (LayerNorm, attention within a sample, token MLP).
+
+    Args:
+        x: (B, N, D) residual stream.
+        branch: (B', N, D) -> (B', N, D).
+        p: drop probability, 0 < p < 1.
+    Returns:
+        (B, N, D).
+    """
+    keep = 1.0 - p
+    mask = torch.floor(keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device))
+    kept = mask.flatten().nonzero().flatten()
+    if kept.numel() == x.shape[0]:
+        return x + branch(x) / keep
+    if kept.numel() == 0:
+        return x
+    return x.index_add(0, kept, branch(x.index_select(0, kept)) / keep)
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + DropPath(Attn(LN1 x)), then x + DropPath(MLP(LN2 x))."""
 
@@ -111,7 +141,14 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor, attn: str = "none") -> tuple[Tensor, Tensor | None]:
-        """x (B, N, D) -> (B, N, D) and the attention output of ``Attention.forward`` (or None)."""
+        """x (B, N, D) -> (B, N, D) and the attention output of ``Attention.forward`` (or None).
+
+        Training on the CPU without attention outputs computes each branch for its kept samples only
+        (``kept_residual``: the same draws and values as ``x + DropPath(branch(x))``).
+        """
+        if attn == "none" and self.training and self.drop_path.p > 0 and skip_dropped(x):
+            x = kept_residual(x, lambda t: self.attn(self.norm1(t))[0], self.drop_path.p)
+            return kept_residual(x, lambda t: self.mlp(self.norm2(t)), self.drop_path.p), None
         y, weights = self.attn(self.norm1(x), attn)
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x))), weights

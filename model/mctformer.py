@@ -98,7 +98,7 @@ class MCTformer(DeiT):
             nn.init.trunc_normal_(self.head.weight, std=0.02)
             nn.init.zeros_(self.head.bias)
 
-    def _patch_map(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    def patch_map(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
         """The V2 conv head F on the final patch tokens: (B, C + Np, D) -> (B, C, h, w)."""
         patches = tokens[:, self.num_classes :].transpose(1, 2)
         return self.head(patches.reshape(tokens.shape[0], -1, *grid))
@@ -114,7 +114,7 @@ class MCTformer(DeiT):
         logits = class_logits(tokens[:, : self.num_classes])
         if self.version == "v1":
             return logits, None
-        return logits, self._patch_map(tokens, grid).mean(dim=(-2, -1))
+        return logits, self.patch_map(tokens, grid).mean(dim=(-2, -1))
 
     def forward_logits(self, x: Tensor, blocks: Collection[int]) -> BlockLogits:
         """The training forward of the AReAM mode: ``forward``'s logits, the V2 conv map and the scaled
@@ -123,7 +123,7 @@ class MCTformer(DeiT):
         cls_logits = class_logits(tokens[:, : self.num_classes])
         if self.version == "v1":
             return BlockLogits(cls_logits, None, None, logits)
-        fmap = self._patch_map(tokens, grid)
+        fmap = self.patch_map(tokens, grid)
         return BlockLogits(cls_logits, fmap.mean(dim=(-2, -1)), fmap, logits)
 
     def forward_attention(self, x: Tensor, layers: int = 3, attention_type: str = "fused") -> AttentionMaps:
@@ -141,11 +141,17 @@ class MCTformer(DeiT):
         b, c = x.shape[0], self.num_classes
         means = [m.detach() for m in means]
         mtatt = class_to_patch_attention(means, c, layers).reshape(b, c, *grid)
-        patch_attn = patch_to_patch_attention(means, c)
-        logits = class_logits(tokens[:, :c])
+        return self.maps(tokens, grid, mtatt, patch_to_patch_attention(means, c), attention_type)
+
+    def maps(
+        self, tokens: Tensor, grid: tuple[int, int], mtatt: Tensor, patch_attn: Tensor, attention_type: str
+    ) -> AttentionMaps:
+        """The outputs of ``forward_attention`` from the last tokens (B, C + Np, D), the class-to-patch
+        attention mtatt (B, C, h, w) and the patch-to-patch attention (L, B, Np, Np) (spec §1.5-1.6)."""
+        logits = class_logits(tokens[:, : self.num_classes])
         if self.version == "v1":
             return AttentionMaps(logits, None, mtatt, patch_attn)
-        fmap = self._patch_map(tokens, grid)
+        fmap = self.patch_map(tokens, grid)
         relu = F.relu(fmap.detach())
         cams = {"fused": mtatt * relu, "patchcam": relu, "mct": mtatt}[attention_type]
         return AttentionMaps(logits, fmap.mean(dim=(-2, -1)), cams, patch_attn)

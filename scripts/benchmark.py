@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--amp", choices=("none", "bf16"), default="none", help="autocast of the network passes"
         )
         p.add_argument("--fast", action="store_true", help="the documented fast options (not the reference)")
+        p.add_argument(
+            "--compile", action="store_true", help="train.compile: torch.compile the network (train-step)"
+        )
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
         p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
         if sub.add_arguments is not None:

@@ -89,3 +89,16 @@ def test_gpu_check_script_parses_and_dry_runs_on_the_cpu(tmp_path, subprocess_en
     ):
         assert summary["bench"][name]["sec_per_iter"] > 0, name
     assert (tmp_path / "out/demo_torchrun/checkpoints/last.pt").is_file()
+
+
+def test_compile_option_reaches_the_config_and_the_record():
+    from scripts.benchmark import build_parser
+    from utils.bench.harness import bench_config, settings_of
+
+    args = build_parser().parse_args(["train-step", "--method", "mctformer_v2", "--backbone", "deit_tiny"])
+    assert bench_config(args).train.compile is False
+    args = build_parser().parse_args(
+        ["train-step", "--method", "mctformer_v2", "--backbone", "deit_tiny", "--compile"]
+    )
+    assert bench_config(args).train.compile is True
+    assert settings_of(args, __import__("torch").device("cpu"))["compile"] is True

@@ -170,3 +170,39 @@ def test_deit_of_another_size_is_refused_in_one_line(tmp_path):
     torch.save({"model": {"weight": torch.zeros(1)}}, bare)
     with pytest.raises(CheckpointError, match="is not a DeiT checkpoint"):
         load_deit_checkpoint(model, bare)
+
+
+def test_kept_residual_equals_drop_path_of_the_full_branch():
+    """The CPU training block runs branches on kept samples only; values, gradients and the generator
+    state equal ``x + DropPath(branch(x))`` computed on the whole batch (the ``attn="weights"`` path)."""
+    torch.manual_seed(0)
+    block = deit.Block(32, 4, drop_path=0.5).train()
+    x = torch.randn(6, 10, 32, requires_grad=True)
+    results = []
+    for attn in ("none", "weights"):
+        block.zero_grad()
+        torch.manual_seed(3)
+        y, _ = block(x, attn)
+        (gx,) = torch.autograd.grad(y.square().sum(), x, retain_graph=True)
+        y.square().sum().backward()
+        results.append((y, gx, block.mlp.fc1.weight.grad.clone(), torch.rand(1)))
+    torch.manual_seed(3)
+    masks = torch.floor(0.5 + torch.rand(2, 6))  # the two draws of the block: attention, MLP
+    assert 0 < masks.sum() < 12  # some branches of the case are dropped, some kept
+    for fast, full in zip(*results):
+        torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+    dropped = masks[0] + masks[1] == 0  # neither branch: the sample passes through unchanged
+    assert dropped.any() and masks[0].sum() == 0  # also the case of a branch dropped for every sample
+    torch.testing.assert_close(results[0][0][dropped], x[dropped])
+
+
+def test_kept_residual_runs_the_branch_on_kept_samples_only():
+    x = torch.arange(4.0).reshape(4, 1, 1).expand(4, 2, 3).contiguous()
+    seen = []
+    torch.manual_seed(5)
+    mask = torch.floor(0.5 + torch.rand(4, 1, 1))
+    torch.manual_seed(5)
+    out = deit.kept_residual(x, lambda t: seen.append(t.shape[0]) or 2 * t, 0.5)
+    assert seen == [int(mask.sum())] and 0 < seen[0] < 4
+    torch.testing.assert_close(out, x + 2 * x / 0.5 * mask)
+    assert not deit.skip_dropped(torch.zeros(1, device="meta"))  # off the CPU: the plain DropPath

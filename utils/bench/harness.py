@@ -82,6 +82,7 @@ def bench_config(args: argparse.Namespace, extra: list[str] = ()) -> DictConfig:
         f"train.batch_size={args.batch}",
         f"train.amp={'bf16' if args.amp == 'bf16' else 'none'}",
         *fast_overrides(args.fast),
+        *(["train.compile=true"] if getattr(args, "compile", False) else []),
         *extra,
     ]
     return load_config(None, overrides)
@@ -154,7 +155,7 @@ def timed_loop(fn: Callable[[], object], iters: int, warmup: int, device: torch.
 
 def settings_of(args: argparse.Namespace, device: torch.device) -> dict:
     """The command-line settings of a run, for the JSON record."""
-    keys = ("backbone", "crop", "batch", "iters", "warmup", "amp", "fast", "phase", "threads")
+    keys = ("backbone", "crop", "batch", "iters", "warmup", "amp", "fast", "compile", "phase", "threads")
     out = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     out["device"] = str(device)
     out["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

@@ -13,6 +13,7 @@ from methods.base import Method
 from model.affinity import propagate_with_bkg, radius_mask
 from model.cam import denormalize
 from model.inference import AUTHORS_TEST_SCALES, msc_flip_inference
+from model.mctformer import AttentionMaps, MCTformer
 from model.par import pixel_adaptive_refine
 from model.rloss import regularised_loss
 from utils.bench.harness import (
@@ -25,6 +26,7 @@ from utils.bench.harness import (
     settings_of,
     timed_loop,
 )
+from utils.runtime.dist import compile_network
 
 
 def phase_iteration(phase: int, cam_iters: int, seg_switch_iter: int) -> int:
@@ -45,6 +47,8 @@ def _train_step(args: argparse.Namespace) -> dict:
     method = build_method(cfg)
     torch.manual_seed(0)
     model = method.build_network().to(device).train()
+    if cfg.train.compile:
+        compile_network(model, device)
     optimizer, scheduler = method.configure_optimizers(model)
     batch = random_batch(args.batch, args.crop, cfg.dataset.num_classes, device)
     gen = torch.Generator().manual_seed(10)  # a label map for the supervised method (others ignore it)
@@ -165,11 +169,33 @@ def _rloss(args: argparse.Namespace) -> dict:
     return res | {"images_per_sec": args.batch / res["sec_per_iter"], "grid": [args.crop // 2] * 2}
 
 
+def stacked_attention_forward(
+    model: MCTformer, x: torch.Tensor, layers: int = 3, attention_type: str = "fused"
+) -> AttentionMaps:
+    """``MCTformer.forward_attention`` computed in the authors' order, for timing (``seeds
+    --explicit-attention``): every block's per-head weights kept and stacked to (L, B, nh, N, N), the
+    head mean of the stack, then the maps (spec §1.5-1.6). Same values as ours, which means per block.
+
+    Args:
+        x: (B, 3, H, W).
+    Returns:
+        ``AttentionMaps`` (cams (B, C, h, w), patch_attn (L, B, Np, Np)).
+    """
+    tokens, grid, weights = model.forward_features(x, attn="weights")
+    means = torch.stack(weights).mean(dim=2).detach()
+    b, c = x.shape[0], model.num_classes
+    mtatt = means[-layers:].sum(dim=0)[:, :c, c:].reshape(b, c, *grid)
+    return model.maps(tokens, grid, mtatt, means[:, :, c:, c:], attention_type)
+
+
 def _seeds(args: argparse.Namespace) -> dict:
     """``Method.pseudo_labels`` (MCTformer: the seed maps, batch 1 per image as the export) of ``--batch``
-    random (3/4·crop)×crop images, each with two random present classes; bf16 autocast with ``--amp``."""
+    random (3/4·crop)×crop images, each with two random present classes; bf16 autocast with ``--amp``;
+    ``--explicit-attention``: the authors' stacked attention forward (``stacked_attention_forward``)."""
     device = device_of(args.device)
     method, model = _eval_model(args, device)
+    if args.explicit_attention:
+        model.forward_attention = functools.partial(stacked_attention_forward, model)
     x = random_images(args.batch, args.crop * 3 // 4, args.crop, device, seed=11)
     k = method.cfg.dataset.num_classes - 1
     labels = torch.zeros(args.batch, k, device=device)
@@ -194,14 +220,19 @@ def _phase_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _train_step_options(parser: argparse.ArgumentParser) -> None:
-    """``--phase`` and MCTformer's ``--explicit-attention``."""
-    _phase_option(parser)
+def _explicit_option(parser: argparse.ArgumentParser) -> None:
+    """MCTformer's ``--explicit-attention``: the authors' forward, for a side-by-side figure."""
     parser.add_argument(
         "--explicit-attention",
         action="store_true",
         help="MCTformer: the authors' forward, every block's attention built and stacked (a comparison)",
     )
+
+
+def _train_step_options(parser: argparse.ArgumentParser) -> None:
+    """``--phase`` and MCTformer's ``--explicit-attention``."""
+    _phase_option(parser)
+    _explicit_option(parser)
 
 
 def _val_batch_option(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +271,11 @@ for _name, _fn, _help, _extra in (
     ("par", _par, "one PAR refinement (10 iterations, 48 neighbours)", None),
     ("random-walk", _random_walk, "affinity random walk with low and high background", None),
     ("rloss", _rloss, "regularised loss forward + backward (permutohedral lattice, spec App. B)", None),
-    ("seeds", _seeds, "seed maps / pseudo labels of one image at a time (--method mctformer_v2)", None),
+    (
+        "seeds",
+        _seeds,
+        "seed maps / pseudo labels of one image at a time (--method mctformer_v2)",
+        _explicit_option,
+    ),
 ):
     register(Subcommand(_name, _help, _wrap(_fn, _fn in (_train_step, _rloss)), _extra))

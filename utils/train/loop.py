@@ -43,6 +43,7 @@ from utils.runtime.data import (
 from utils.runtime.dist import (
     DistInfo,
     cleanup,
+    compile_network,
     configure_runtime,
     init_distributed,
     set_deterministic,
@@ -122,6 +123,8 @@ def setup_run(method: Method, cfg: DictConfig, info: DistInfo) -> tuple[Run, tor
     """Seeded model, optimiser, schedule and training data of this process."""
     torch.manual_seed(cfg.train.seed)
     model = method.build_network().to(info.device)
+    if cfg.train.compile:
+        compile_network(model, info.device)
     if info.distributed:
         if info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
