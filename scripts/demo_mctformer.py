@@ -17,37 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from datasets.demo import DEMO_DATA_VERSION, DEMO_VERSION_FILE, write_demo_dataset
-from methods.registry import build_method
 from utils.cli import add_debug_flag, run, split_overrides
 from utils.config import load_config
 from utils.diagnostics.demo_report import validation_history
-from utils.evaluation.validate import validate
-from utils.runtime.data import build_eval_dataset, build_eval_loader, shard_indices
+from utils.diagnostics.demo_setup import ensure_data, untrained_scores
 from utils.runtime.dist import configure_runtime
 from utils.train.loop import train
-
-
-def ensure_data(root: Path) -> None:
-    """Generate the demo set unless a complete one of this generator version is there."""
-    version = root / DEMO_VERSION_FILE
-    current = version.is_file() and version.read_text().strip() == DEMO_DATA_VERSION
-    if current and (root / "val.txt").is_file() and (root / "cls_labels.txt").is_file():
-        print(f"using the demo data in {root}")
-        return
-    print(f"generated {write_demo_dataset(root)}")
-
-
-def untrained_scores(cfg) -> dict:
-    """Validation scores of the network as the training run initialises it (the same seed)."""
-    method = build_method(cfg)
-    torch.manual_seed(cfg.train.seed)
-    model = method.build_network()
-    dataset = build_eval_dataset(cfg, cfg.val.split)
-    loader = build_eval_loader(dataset, shard_indices(len(dataset), 0, 1, cfg.val.max_images), 0)
-    return validate(method, model, loader, cfg.dataset.num_classes, torch.device("cpu"), show=False)
 
 
 def afa_cam_miou(work_dir: Path) -> tuple[float, int] | None:
