@@ -25,7 +25,7 @@ import torch
 from common.errors import MissingFileError
 from datasets.io import read_image, read_label
 from datasets.saliency import SaliencyReader
-from datasets.voc import CLS_LABELS_FILE, find_image, labels_for_names, read_name_list, resolve_item
+from datasets.voc import CLS_LABELS_FILE, VOCLayout, labels_for_names, read_name_list, resolve_item
 
 IMAGENET_MEAN_01 = np.array([0.485, 0.456, 0.406])  # authors' (x/255 − mean)/std
 IMAGENET_STD_01 = np.array([0.229, 0.224, 0.225])
@@ -116,7 +116,7 @@ def draw_augmentation(
     return scale, flip_p, (top, left)
 
 
-class AuxSegDataset:
+class AuxSegDataset(VOCLayout):
     """AuxSegNet's training set: the split's images with the round's two pseudo-label folders.
 
     Items, drawn as ``dataset[(index, seed)]``: ``name`` str, ``image`` (3, crop, crop) float32,
@@ -153,17 +153,6 @@ class AuxSegDataset:
         self.names = read_name_list(name_list_dir, split)
         self.cls_labels = labels_for_names(self.names, Path(name_list_dir) / CLS_LABELS_FILE, num_classes)
         self.saliency = SaliencyReader(sal_dir, on_size_mismatch)
-
-    def image_folder(self) -> Path:
-        """Folder of the split's images."""
-        return self.root_dir / "JPEGImages"
-
-    def image_path(self, name: str) -> Path:
-        """Path of the image file of ``name``."""
-        return find_image(self.image_folder() / name)
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def _seg_label(self, name: str, image_hw: tuple[int, int]) -> np.ndarray:
         """(H, W) uint8 segmentation pseudo label of ``name`` (all 0 without ``seg_dir``);

@@ -152,7 +152,27 @@ def resolve_item(item: Item) -> tuple[int, Any, Any]:
     return int(item), random, np.random
 
 
-class VOCClsDataset(Dataset):
+class VOCLayout:
+    """The VOC image layout (``root_dir/JPEGImages/<name>.jpg``) and the split's length, mixed into the
+    datasets that list ``names``; the COCO layout (``datasets/coco.py``) overrides the paths."""
+
+    root_dir: Path
+    names: list[str]
+
+    def image_folder(self) -> Path:
+        """Folder of the split's images."""
+        return self.root_dir / "JPEGImages"
+
+    def image_path(self, name: str) -> Path:
+        """Path of the image file of ``name``."""
+        return find_image(self.image_folder() / name)
+
+    def __len__(self) -> int:
+        """Number of images of the split."""
+        return len(self.names)
+
+
+class VOCClsDataset(VOCLayout, Dataset):
     """Training set for the classification branch: augmented crops with image-level labels.
 
     Each sample is a dict: ``name`` str, ``image`` (3, crop, crop) float32 normalised,
@@ -178,17 +198,6 @@ class VOCClsDataset(Dataset):
         self.names = read_name_list(name_list_dir, split)
         self.cls_labels = labels_for_names(self.names, Path(name_list_dir) / CLS_LABELS_FILE, num_classes)
 
-    def image_folder(self) -> Path:
-        """Folder of the split's images."""
-        return self.root_dir / "JPEGImages"
-
-    def image_path(self, name: str) -> Path:
-        """Path of the image file of ``name``."""
-        return find_image(self.image_folder() / name)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
     def __getitem__(self, item: Item) -> dict[str, Any]:
         index, py_rng, np_rng = resolve_item(item)
         name = self.names[index]
@@ -205,7 +214,7 @@ class VOCClsDataset(Dataset):
         }
 
 
-class VOCSegDataset(Dataset):
+class VOCSegDataset(VOCLayout, Dataset):
     """Evaluation set: original-size normalised images with their segmentation masks.
 
     Each sample is a dict: ``name`` str, ``image`` (3, H, W) float32 normalised, ``label`` (H, W)
@@ -232,20 +241,9 @@ class VOCSegDataset(Dataset):
             else {}
         )
 
-    def image_folder(self) -> Path:
-        """Folder of the split's images."""
-        return self.root_dir / "JPEGImages"
-
-    def image_path(self, name: str) -> Path:
-        """Path of the image file of ``name``."""
-        return find_image(self.image_folder() / name)
-
     def label_path(self, name: str) -> Path:
         """Path of the mask PNG of ``name``."""
         return self.root_dir / "SegmentationClassAug" / f"{name}.png"
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def image_size(self, index: int) -> tuple[int, int]:
         """(height, width) of sample ``index`` from its file header (for size-grouped batches)."""
