@@ -1,8 +1,16 @@
-"""Config overrides for the few-iteration CPU training runs of the engine tests (imported by test files)."""
+"""Config overrides and data for the few-iteration CPU training runs of the engine tests (imported by
+test files)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
+
+from datasets.classes import save_label_png
+from datasets.demo import write_demo_dataset
+from datasets.io import read_label
+from datasets.saliency import write_saliency_png
 
 # Shared by every tiny run: generated data at ``root``, 64 px crops, no loader workers, the CPU.
 BASE = {
@@ -23,3 +31,16 @@ def tiny_overrides(root: Path, work: Path, **extra) -> list[str]:
     items = {"dataset.root_dir": root, "dataset.name_list_dir": root, **BASE, "work_dir.dir": work}
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
+
+
+def write_auxseg_demo(root: Path, seed: int) -> Path:
+    """Four demo training images and one validation image at ``root``, with saliency maps
+    (``sal/``: 230 on the shapes, 10 elsewhere) and segmentation labels = the masks (``seg/``)."""
+    write_demo_dataset(root, num_train=4, num_val=1, seed=seed)
+    for path in (root / "SegmentationClassAug").glob("*.png"):
+        mask = read_label(path)
+        write_saliency_png(
+            root / "sal" / path.name, np.where((mask > 0) & (mask < 255), 230, 10).astype(np.uint8)
+        )
+        save_label_png(root / "seg" / path.name, mask)
+    return root

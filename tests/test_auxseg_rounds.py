@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from runs import write_auxseg_demo
 
-from datasets.classes import save_label_png
-from datasets.demo import write_demo_dataset
 from datasets.io import read_label
-from datasets.saliency import write_saliency_png
 from utils.config import load_config
 from utils.runtime.checkpoint import load_checkpoint
 from utils.train.auxseg_rounds import run_rounds
@@ -26,15 +24,7 @@ CONFIG = "configs/demo_auxsegnet.yaml"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """Four training images and one validation image, saliency maps and labels made from the masks."""
-    root = tmp_path_factory.mktemp("auxseg_rounds")
-    write_demo_dataset(root, num_train=4, num_val=1, seed=4)
-    for path in (root / "SegmentationClassAug").glob("*.png"):
-        mask = read_label(path)
-        write_saliency_png(
-            root / "sal" / path.name, np.where((mask > 0) & (mask < 255), 230, 10).astype(np.uint8)
-        )
-        save_label_png(root / "seg" / path.name, mask)
-    return root
+    return write_auxseg_demo(tmp_path_factory.mktemp("auxseg_rounds"), seed=4)
 
 
 def tiny(root: Path, work: Path, **extra) -> list[str]:

@@ -10,13 +10,10 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from runs import write_auxseg_demo
 
 from common.errors import ConfigError, MissingFileError
 from datasets.auxseg import AuxSegDataset, auxseg_transform, crop_offset
-from datasets.classes import save_label_png
-from datasets.demo import write_demo_dataset
-from datasets.io import read_label
-from datasets.saliency import write_saliency_png
 from methods.auxsegnet import AuxSegNetMethod
 from methods.auxsegnet_config import AuxSegConfig
 from methods.registry import build_method
@@ -123,15 +120,7 @@ def test_transform_pads_top_left_with_background_or_ignore_and_binarises_salienc
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """Four demo images with saliency maps from their masks and segmentation labels = the masks."""
-    root = tmp_path_factory.mktemp("auxseg_data")
-    write_demo_dataset(root, num_train=4, num_val=1, seed=3)
-    for path in (root / "SegmentationClassAug").glob("*.png"):
-        mask = read_label(path)
-        write_saliency_png(
-            root / "sal" / path.name, np.where((mask > 0) & (mask < 255), 230, 10).astype(np.uint8)
-        )
-        save_label_png(root / "seg" / path.name, mask)
-    return root
+    return write_auxseg_demo(tmp_path_factory.mktemp("auxseg_data"), seed=3)
 
 
 def test_dataset_items_are_pure_functions_of_their_seed(demo):
