@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from common.errors import ConfigError
 from methods.afa import AFA
-from methods.aream_entropy import LayerSplit, load_entropy_file
+from methods.aream_entropy import LayerSplit, checked_split
 from methods.aream_mct import AReAMOnMCTformer
 from methods.base import Method, unwrap
 from methods.mctformer import MCTformerV2
@@ -80,20 +80,14 @@ def aream_settings(cfg: DictConfig) -> AReAMSettings | None:
     """The mode's settings from ``cfg.aream`` (None when it is off); reads the entropy file.
 
     Raises:
-        ValueError: if ``layer_index`` leaves either layer set empty.
+        ConfigError: (a ValueError) if ``layer_index`` leaves either layer set empty.
     """
     a = cfg.aream
     if not a.enabled:
         return None
     num_blocks = sum(MIT_VARIANTS[cfg.backbone.config].depths)
     layer_index = default_layer_index(cfg.backbone.config) if a.layer_index is None else a.layer_index
-    if not 0 < layer_index < num_blocks:
-        raise ValueError(
-            f"aream.layer_index={layer_index} must be in 1..{num_blocks - 1} (both sets non-empty)"
-        )
-    entropy = None
-    if a.entropy_file is not None:
-        entropy = tuple(load_entropy_file(a.entropy_file, num_blocks)["normalised"])
+    entropy = checked_split(layer_index, num_blocks, a.entropy_file)
     return AReAMSettings(layer_index, num_blocks, a.mode, a.grid_conversion, entropy, a.loss_weight)
 
 

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from common.errors import ConfigError
 from model import aream
 from model.mctformer import MCTformer
 
@@ -87,6 +88,22 @@ def load_entropy_file(path: str | Path, num_blocks: int) -> dict:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):
         raise ValueError(f"{path}: normalised entropies must lie in [0, 1], got {values}")
     return record
+
+
+def checked_split(layer_index: int, num_blocks: int, entropy_file: str | None) -> tuple[float, ...] | None:
+    """The normalised entropy weights of ``entropy_file`` (None: uniform, the "agg." baseline), after
+    checking that block ``layer_index`` splits the ``num_blocks`` blocks into two non-empty sets.
+
+    Raises:
+        ConfigError: ``layer_index`` outside 1..num_blocks − 1.
+    """
+    if not 0 < layer_index < num_blocks:
+        raise ConfigError(
+            f"aream.layer_index={layer_index} must be in 1..{num_blocks - 1} (both sets non-empty)"
+        )
+    if entropy_file is None:
+        return None
+    return tuple(load_entropy_file(entropy_file, num_blocks)["normalised"])
 
 
 class LayerSplit:

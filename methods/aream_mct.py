@@ -33,8 +33,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from common.errors import ConfigError
-from methods.aream_entropy import LayerSplit, load_entropy_file
+from methods.aream_entropy import LayerSplit, checked_split
 from methods.base import StepResult, unwrap
 from methods.mctformer import MCTformerV2
 from methods.mctformer_parts import mct_losses
@@ -82,13 +81,7 @@ def mct_aream_settings(cfg: DictConfig) -> MCTAReAMSettings:
     a, b = cfg.aream, cfg.backbone
     num_blocks = b.dims[1] if b.dims is not None else DEIT_SIZES[b.config][1]
     layer_index = default_layer_index(num_blocks) if a.layer_index is None else a.layer_index
-    if not 0 < layer_index < num_blocks:
-        raise ConfigError(
-            f"aream.layer_index={layer_index} must be in 1..{num_blocks - 1} (both sets non-empty)"
-        )
-    entropy = None
-    if a.entropy_file is not None:
-        entropy = tuple(load_entropy_file(a.entropy_file, num_blocks)["normalised"])
+    entropy = checked_split(layer_index, num_blocks, a.entropy_file)
     c = cfg.dataset.num_classes - 1
     return MCTAReAMSettings(layer_index, num_blocks, c, entropy, a.loss_weight, a.warmup_epochs)
 
