@@ -23,9 +23,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.config import load_config
 from utils.diagnostics.demo_report import history_table, validation_history, verdict, verdict_lines
-from utils.diagnostics.demo_setup import ensure_data, untrained_scores
+from utils.diagnostics.demo_setup import demo_config, untrained_scores
 from utils.evaluation.infer import infer
 from utils.runtime.dist import configure_runtime
 from utils.train.loop import train
@@ -58,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = split_overrides(parser, argv)
     configure_runtime()
     start = time.perf_counter()
-    ensure_data(args.data)
-    overrides = [f"dataset.root_dir={args.data}", f"dataset.name_list_dir={args.data}", "device=cpu"]
-    overrides.append("train.overwrite=true")  # `make demo` again replaces the previous demo run
-    cfg = load_config(args.config, overrides + extra)
+    cfg = demo_config(args.config, args.data, extra)  # `make demo` again replaces the previous run
     before = untrained_scores(cfg)
     after = train(cfg)
     inference = run_inference(cfg)

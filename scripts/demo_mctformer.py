@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from utils.cli import add_debug_flag, run, split_overrides
-from utils.config import load_config
 from utils.diagnostics.demo_report import validation_history
-from utils.diagnostics.demo_setup import ensure_data, untrained_scores
+from utils.diagnostics.demo_setup import demo_config, untrained_scores
 from utils.runtime.dist import configure_runtime
 from utils.train.loop import train
 
@@ -60,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = split_overrides(parser, argv)
     configure_runtime()
     start = time.perf_counter()
-    ensure_data(args.data)
-    overrides = [f"dataset.root_dir={args.data}", f"dataset.name_list_dir={args.data}", "device=cpu"]
-    cfg = load_config(args.config, [*overrides, "train.overwrite=true", *extra])
+    cfg = demo_config(args.config, args.data, extra)
     before = untrained_scores(cfg)
     after = train(cfg)
     print("\n" + report(before, after, afa_cam_miou(args.afa_work_dir), args.afa_work_dir))
