@@ -35,6 +35,7 @@ CONFIG_HELP = (
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line: (known arguments, ``key=value`` config overrides)."""
     parser = argparse.ArgumentParser(
         description="AFA test-time segmentation: msc + flip (+ CRF), mIoU.",
         epilog="other arguments: key=value config overrides, e.g. infer.resize_long=512",

@@ -144,6 +144,7 @@ class AuxSegDataset(VOCLayout):
         seg_pad_value: int = 0,
         on_size_mismatch: str = "resize",
     ) -> None:
+        """Reads the split's ids and image labels; opens the saliency folder (see the class docstring)."""
         self.root_dir = Path(root_dir)
         self.split = split
         self.seg_dir = None if seg_dir is None else Path(seg_dir)
@@ -165,6 +166,8 @@ class AuxSegDataset(VOCLayout):
         return read_label(path).astype(np.uint8)
 
     def __getitem__(self, item: Any) -> dict[str, Any]:
+        """The item of ``(index, seed)`` (or an index: global generators); keys and shapes in the
+        class docstring."""
         index, py_rng, np_rng = resolve_item(item)
         name = self.names[index]
         image = read_image(self.image_path(name))

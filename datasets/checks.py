@@ -22,7 +22,8 @@ PROBED_SAMPLES = 2  # samples decoded per split before training or evaluation st
 LISTED_IDS = 5
 
 
-def _ids(names: list[str]) -> str:
+def listed_ids(names: list[str]) -> str:
+    """The first ``LISTED_IDS`` ids of ``names``, comma-separated, and how many more there are."""
     shown = ", ".join(names[:LISTED_IDS])
     return shown + (f" and {len(names) - LISTED_IDS} more" if len(names) > LISTED_IDS else "")
 
@@ -64,6 +65,9 @@ def _missing(dataset: Dataset, path_of) -> tuple[list[str], Path | None]:
 
 
 def _check_files(dataset: Dataset, what: str, path_of, folder: Path) -> None:
+    """Raise ``MissingFileError`` if some or all of the split's files (``path_of(name)``) are missing,
+    naming the folder and the first missing ids.
+    """
     missing, _ = _missing(dataset, path_of)
     total, split = len(dataset.names), dataset.split
     if missing and len(missing) == total:
@@ -73,7 +77,8 @@ def _check_files(dataset: Dataset, what: str, path_of, folder: Path) -> None:
         )
     if missing:
         raise MissingFileError(
-            f"split {split}: {len(missing)} of {total} {what}s missing in {folder}: ids {_ids(missing)}",
+            f"split {split}: {len(missing)} of {total} {what}s missing in {folder}: "
+            f"ids {listed_ids(missing)}",
             hint="restore the files or remove the ids from the split list",
         )
 
@@ -95,7 +100,7 @@ def check_split(dataset: Dataset, with_labels: bool = False, probe: int = PROBED
     twice = [n for n, k in Counter(names).items() if k > 1]
     if twice:
         raise DataError(
-            f"split {dataset.split} lists {len(twice)} id(s) more than once: {_ids(twice)}",
+            f"split {dataset.split} lists {len(twice)} id(s) more than once: {listed_ids(twice)}",
             hint="remove the duplicates (each image would count twice)",
         )
     _check_files(dataset, "image", dataset.image_path, dataset.image_folder())

@@ -55,6 +55,7 @@ class COCOClsDataset(_COCOLayout, VOCClsDataset):
         flip: bool = True,
         num_classes: int = COCO_NUM_CLASSES,
     ) -> None:
+        """The VOC training set's arguments on the COCO layout (81 classes by default)."""
         super().__init__(root_dir, name_list_dir, split, crop_size, scale_range, flip, num_classes)
 
 
@@ -69,4 +70,5 @@ class COCOSegDataset(_COCOLayout, VOCSegDataset):
         num_classes: int = COCO_NUM_CLASSES,
         with_labels: bool = True,
     ) -> None:
+        """The VOC evaluation set's arguments on the COCO layout (81 classes by default)."""
         super().__init__(root_dir, name_list_dir, split, num_classes, with_labels)

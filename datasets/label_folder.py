@@ -26,13 +26,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from common.errors import DataError, MissingFileError
-from datasets.checks import check_label_values, check_rescalable
+from datasets.checks import check_label_values, check_rescalable, listed_ids
 from datasets.classes import IGNORE_INDEX
 from datasets.io import image_size, read_image, read_label
 from datasets.transforms import normalize, random_crop, random_fliplr, to_chw
 from datasets.voc import resolve_item
-
-LISTED_IDS = 5
 
 
 def rescale_pair(image: np.ndarray, label: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -89,11 +87,6 @@ def pair_transform(
     crop_label = np.rint(stacked[..., 3]).astype(np.int64) - 1
     crop_label[crop_label < 0] = ignore_index
     return to_chw(normalize(stacked[..., :3])), crop_label, img_box
-
-
-def _ids(names: list[str]) -> str:
-    shown = ", ".join(names[:LISTED_IDS])
-    return shown + (f" and {len(names) - LISTED_IDS} more" if len(names) > LISTED_IDS else "")
 
 
 class LabelFolderDataset(Dataset):
@@ -157,7 +150,7 @@ class LabelFolderDataset(Dataset):
         if missing:
             raise MissingFileError(
                 f"label folder {self.label_dir} lacks {len(missing)} of the {len(self.names)} ids of split "
-                f"{self.split}: {_ids(missing)}",
+                f"{self.split}: {listed_ids(missing)}",
                 hint="export the labels of the whole training split (make_pseudo_labels.py --split ...)",
             )
         for name in self.names:

@@ -80,9 +80,13 @@ class MCTClsDataset(Dataset):
         return self.ids.image_path(name)
 
     def __len__(self) -> int:
+        """Number of images of the split."""
         return len(self.names)
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
+        """The item of ``(index, seed)`` (or an index): ``name``, ``image`` (3, S, S) float32, ``cls_label``
+        (K,) float32 and ``img_box`` (4,) int64, as the class docstring says.
+        """
         index, py_rng, _ = resolve_item(item)
         name = self.names[index]
         path = self.image_path(name)

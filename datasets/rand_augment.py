@@ -177,38 +177,47 @@ def random_sign(value: float, rng: Any) -> float:
 
 
 def _no_args(m: float, rng: Any) -> tuple:
+    """No arguments (AutoContrast, Equalize, Invert)."""
     return ()
 
 
 def _signed(scale: float) -> Callable[[float, Any], tuple]:
+    """A level function giving ±m/10·``scale`` (rotate, shear, translate)."""
     return lambda m, rng: (random_sign(m / MAX_LEVEL * scale, rng),)
 
 
 def _enhance_increasing(m: float, rng: Any) -> tuple:
+    """Enhance factor 1 ± m/10·0.9 (the "increasing" ops of ``inc1``)."""
     return (1.0 + random_sign(m / MAX_LEVEL * ENHANCE_INC_MAX, rng),)
 
 
 def _enhance(m: float, rng: Any) -> tuple:
+    """Enhance factor m/10·1.8 + 0.1."""
     return (m / MAX_LEVEL * 1.8 + 0.1,)
 
 
 def _posterize_increasing(m: float, rng: Any) -> tuple:
+    """Bits kept: 4 − ⌊m/10·4⌋ (stronger with m)."""
     return (4 - int(m / MAX_LEVEL * 4),)
 
 
 def _posterize(m: float, rng: Any) -> tuple:
+    """Bits kept: ⌊m/10·4⌋."""
     return (int(m / MAX_LEVEL * 4),)
 
 
 def _solarize_increasing(m: float, rng: Any) -> tuple:
+    """Threshold 256 − ⌊m/10·256⌋ (stronger with m)."""
     return (256 - int(m / MAX_LEVEL * 256),)
 
 
 def _solarize(m: float, rng: Any) -> tuple:
+    """Threshold ⌊m/10·256⌋."""
     return (int(m / MAX_LEVEL * 256),)
 
 
 def _solarize_add(m: float, rng: Any) -> tuple:
+    """Value added below the threshold: ⌊m/10·110⌋."""
     return (int(m / MAX_LEVEL * SOLARIZE_ADD_MAX),)
 
 

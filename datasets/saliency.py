@@ -54,6 +54,7 @@ class SaliencyReader:
     """
 
     def __init__(self, folder: str | Path, on_size_mismatch: str = "resize") -> None:
+        """Checks the size policy; the folder is read lazily, one warning per folder on resizing."""
         if on_size_mismatch not in SIZE_POLICIES:
             raise ValueError(f"on_size_mismatch must be one of {SIZE_POLICIES}, got {on_size_mismatch!r}")
         self.folder = Path(folder)

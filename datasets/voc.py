@@ -189,6 +189,9 @@ class VOCClsDataset(VOCLayout, Dataset):
         flip: bool = True,
         num_classes: int = 21,
     ) -> None:
+        """Reads the split's ids and their image-level labels; ``crop_size`` None: no crop,
+        ``scale_range`` None: no rescaling.
+        """
         self.root_dir = Path(root_dir)
         self.split = split
         self.crop_size = crop_size
@@ -199,6 +202,7 @@ class VOCClsDataset(VOCLayout, Dataset):
         self.cls_labels = labels_for_names(self.names, Path(name_list_dir) / CLS_LABELS_FILE, num_classes)
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
+        """The item of ``(index, seed)`` (private generators: exact resume) or an index (global ones)."""
         index, py_rng, np_rng = resolve_item(item)
         name = self.names[index]
         path = self.image_path(name)
@@ -230,6 +234,7 @@ class VOCSegDataset(VOCLayout, Dataset):
         num_classes: int = 21,
         with_labels: bool = True,
     ) -> None:
+        """Reads the split's ids and, ``with_labels``, their image-level labels."""
         self.root_dir = Path(root_dir)
         self.split = split
         self.num_classes = num_classes
@@ -250,6 +255,7 @@ class VOCSegDataset(VOCLayout, Dataset):
         return image_size(self.image_path(self.names[index]))
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
+        """The item of ``index`` (or ``(index, seed)``; no randomness here): keys in the class docstring."""
         index = resolve_item(item)[0]
         name = self.names[index]
         image_path = self.image_path(name)

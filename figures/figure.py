@@ -69,6 +69,7 @@ def class_legend(ids: list[int], names: list[str]) -> list[tuple[str, tuple[int,
 
 
 def _text_width(draw: ImageDraw.ImageDraw, text: str, typeface: ImageFont.FreeTypeFont) -> int:
+    """Width in pixels of ``text`` drawn in ``typeface``."""
     left, _, right, _ = draw.textbbox((0, 0), text, font=typeface)
     return int(right - left)
 

@@ -102,6 +102,7 @@ class AFANetwork(nn.Module):
         aff_blocks: int = 2,
         drop_path_rate: float = 0.1,
     ) -> None:
+        """Builds the MiT encoder, the classifier, the affinity head and the decoder (arguments above)."""
         super().__init__()
         self.encoder = build_mit(backbone, strides, drop_path_rate)
         variant = self.encoder.variant

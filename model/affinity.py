@@ -11,6 +11,7 @@ from torch import Tensor
 
 @lru_cache(maxsize=32)
 def _radius_mask_cpu(h: int, w: int, radius: int) -> Tensor:
+    """Cached (h·w, h·w) bool mask of position pairs within ``radius`` on an h×w grid (CPU)."""
     rows = torch.arange(h).repeat_interleave(w)
     cols = torch.arange(w).repeat(h)
     near_r = (rows[:, None] - rows[None, :]).abs() <= radius

@@ -101,6 +101,7 @@ class U2NetpSaliency:
     """
 
     def __init__(self, session: Any) -> None:
+        """Reads the session's input name, size (S, U²-Net-p's 320 when dynamic) and fixed batch, if any."""
         self.session = session
         spec = session.get_inputs()[0]
         self.input_name = spec.name

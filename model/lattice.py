@@ -191,6 +191,7 @@ def hash_codes(codes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    """A (rows, cols) sparse CSR tensor of ``values`` without the beta-feature warning."""
     with warnings.catch_warnings():  # "sparse CSR support is in beta": stable for mm since torch 2.0
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)

@@ -47,6 +47,7 @@ def _listed(keys: list[str]) -> str:
 
 
 def _shape(value: object) -> str:
+    """``tuple(value.shape)`` as text, or "(not a tensor)"."""
     shape = getattr(value, "shape", None)
     return "(not a tensor)" if shape is None else str(tuple(shape))
 
@@ -131,6 +132,7 @@ def unwrap_state_dict(obj: object, what: str) -> Mapping[str, Tensor]:
 
 
 def _torch_load(path: str | Path) -> object:
+    """A checkpoint file's object through the project's checked ``torch.load``."""
     return torch_load_checked(path)
 
 
@@ -265,6 +267,7 @@ _HF_HEAD_PREFIXES = ("decode_head.", "classifier.")
 
 
 def _strip_segformer(key: str) -> str:
+    """``key`` without a leading ``segformer.``."""
     return key[len("segformer.") :] if key.startswith("segformer.") else key
 
 

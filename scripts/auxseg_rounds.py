@@ -22,6 +22,7 @@ from utils.train.auxseg_rounds import run_rounds
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line: (known arguments, ``key=value`` config overrides)."""
     parser = argparse.ArgumentParser(
         description="AuxSegNet rounds: train, update the pseudo labels, train again (resumable).",
         epilog="other arguments: key=value config overrides, e.g. auxseg.rounds=2",

@@ -104,9 +104,11 @@ def bench(
     probs = torch.softmax(logits[:, :, ::2, ::2], dim=1).contiguous()
 
     def filter_only():
+        """One bilateral filter of the half-resolution probabilities."""
         bilateral_filter(image, probs, 15.0, 50.0)
 
     def loss_fwd_bwd():
+        """One regularised-loss forward and backward."""
         leaf = logits.detach().requires_grad_(True)
         regularised_loss(leaf, x, box, label).backward()
 

@@ -23,6 +23,7 @@ from utils.runtime.dist import configure_runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one sub-command per registered benchmark, their shared options."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -50,6 +50,7 @@ CONFIG_FIELDS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="HF model folder, or a .safetensors/.bin/.pth file")
     parser.add_argument("--dst", required=True, help="output checkpoint, e.g. pretrained/mit_b1.pth")

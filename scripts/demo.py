@@ -37,6 +37,9 @@ def run_inference(cfg) -> dict:
 
 
 def report(before: dict, after: dict, inference: dict) -> str:
+    """The demo's table: untrained vs trained F1 and CAM / affinity / segmentation mIoU, then
+    the inference modes' mIoU.
+    """
     rows = [("cls F1", before["cls_f1"] * 100, after["cls_f1"] * 100)]
     rows += [(f"{k} mIoU", before[k]["miou"] * 100, after[k]["miou"] * 100) for k in ("cam", "aff", "seg")]
     lines = [f"{'metric (val, %)':22s} {'untrained':>10s} {'trained':>10s}"]

@@ -21,6 +21,7 @@ from utils.cli import add_debug_flag, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--annotations", required=True, help="instances_<split>.json")
     parser.add_argument("--images", required=True, help="folder of the JSON's image files")

@@ -14,6 +14,7 @@ from utils.cli import add_debug_flag, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output root")
     parser.add_argument("--num-train", type=int, default=240, help="training images")

@@ -31,6 +31,7 @@ from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line: (known arguments, ``key=value`` config overrides)."""
     parser = argparse.ArgumentParser(
         description="Export the pseudo labels (and seed maps) of a split.",
         epilog="other arguments: key=value config overrides, e.g. cam.scales=[1.0,0.5,1.5]",

@@ -40,6 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line: (known arguments, ``key=value`` config overrides for ``--split``)."""
     parser = argparse.ArgumentParser(
         description="U²-Net-p saliency maps (greyscale <id>.png) of a folder or a split.",
         epilog="other arguments (with --split): key=value config overrides, e.g. dataset.root_dir=...",

@@ -24,6 +24,7 @@ from utils.cli import add_debug_flag, run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--masks", required=True, help="folder of <id>.png class-index masks")
     parser.add_argument("--ids", required=True, nargs="+", help="split list file(s), one id per line")

@@ -22,6 +22,7 @@ from utils.runtime.checkpoint_config import add_checkpoint_arguments, config_for
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    """The command line."""
     parser = argparse.ArgumentParser(
         description="Visualise AFA's CAMs, affinity and attention.",
         epilog="other arguments: key=value config overrides, e.g. device=cpu",

@@ -148,6 +148,7 @@ def evaluate_seed_folder(seed_dir: str | Path, gt_paths: dict[str, Path], num_cl
     """
 
     def items():
+        """(name, seed scores, ground-truth mask) per image; a missing mask named."""
         for name, gt_path in gt_paths.items():
             if not gt_path.is_file():
                 raise MissingFileError(f"ground-truth mask {gt_path} does not exist")

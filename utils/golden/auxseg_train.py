@@ -93,6 +93,7 @@ class RecordedChannelDropout(nn.Module):
     {0, 1}."""
 
     def __init__(self) -> None:
+        """No mask until the first forward."""
         super().__init__()
         self.mask: Tensor | None = None
 
