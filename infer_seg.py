@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the evaluation of the command line (``argv``; default ``sys.argv``); returns the scores."""
     args, overrides = parse_args(argv)
     if args.split:
         overrides.append(f"infer.split={args.split}")

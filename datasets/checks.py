@@ -66,8 +66,7 @@ def _missing(dataset: Dataset, path_of) -> tuple[list[str], Path | None]:
 
 def _check_files(dataset: Dataset, what: str, path_of, folder: Path) -> None:
     """Raise ``MissingFileError`` if some or all of the split's files (``path_of(name)``) are missing,
-    naming the folder and the first missing ids.
-    """
+    naming the folder and the first missing ids."""
     missing, _ = _missing(dataset, path_of)
     total, split = len(dataset.names), dataset.split
     if missing and len(missing) == total:

@@ -85,8 +85,7 @@ class MCTClsDataset(Dataset):
 
     def __getitem__(self, item: Item) -> dict[str, Any]:
         """The item of ``(index, seed)`` (or an index): ``name``, ``image`` (3, S, S) float32, ``cls_label``
-        (K,) float32 and ``img_box`` (4,) int64, as the class docstring says.
-        """
+        (K,) float32 and ``img_box`` (4,) int64, as the class docstring says."""
         index, py_rng, _ = resolve_item(item)
         name = self.names[index]
         path = self.image_path(name)

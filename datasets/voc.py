@@ -190,8 +190,7 @@ class VOCClsDataset(VOCLayout, Dataset):
         num_classes: int = 21,
     ) -> None:
         """Reads the split's ids and their image-level labels; ``crop_size`` None: no crop,
-        ``scale_range`` None: no rescaling.
-        """
+        ``scale_range`` None: no rescaling."""
         self.root_dir = Path(root_dir)
         self.split = split
         self.crop_size = crop_size

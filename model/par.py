@@ -64,8 +64,7 @@ def position_kernel(
 @lru_cache(maxsize=16)
 def _position_kernel(dilations: tuple[int, ...], w1: float, device: torch.device) -> Tensor:
     """Cached (P,) softmax weights of the P neighbour offsets of ``dilations`` by their distance
-    (PAR's position kernel, w1 its temperature).
-    """
+    (PAR's position kernel, w1 its temperature)."""
     rho = torch.tensor([math.hypot(dy, dx) for dy, dx in neighbour_offsets(dilations)], dtype=torch.float32)
     sigma = rho.std()
     return torch.softmax(-((rho / (sigma + 1e-8) / w1) ** 2), dim=0).to(device)

@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the diagnostics of the command line (``argv``; default ``sys.argv``)."""
     args, overrides = parse_args(argv)
     configure_runtime()
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)

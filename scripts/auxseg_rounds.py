@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the rounds of the command line (``argv``); returns the driver's summary."""
     args, overrides = parse_args(argv)
     cfg = load_config(args.config, overrides)
     if cfg.method != "auxsegnet":

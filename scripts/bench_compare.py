@@ -34,6 +34,7 @@ def run_once(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the interleaved comparison of the command line (``argv``); 0 on success."""
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     parser = argparse.ArgumentParser(

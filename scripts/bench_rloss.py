@@ -129,6 +129,7 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the timings of the command line (``argv``) and print them."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -65,6 +65,7 @@ def summary(name: str, res: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark of the command line (``argv``) and print its record; 0 on success."""
     args = build_parser().parse_args(argv)
     configure_runtime()
     if args.threads:

@@ -24,6 +24,8 @@ from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check the golden cases of the command line (``argv``); 1 if one fails (or is pending with
+    ``--strict``), else 0."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -128,6 +128,7 @@ def convert_deit(hf_state: dict[str, Tensor], src: Path, dst: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Convert the file of the command line (``argv``)."""
     args = parse_args(argv)
     src = weight_file(Path(args.src))
     hf_state = read_state(src)

@@ -38,8 +38,7 @@ def run_inference(cfg) -> dict:
 
 def report(before: dict, after: dict, inference: dict) -> str:
     """The demo's table: untrained vs trained F1 and CAM / affinity / segmentation mIoU, then
-    the inference modes' mIoU.
-    """
+    the inference modes' mIoU."""
     rows = [("cls F1", before["cls_f1"] * 100, after["cls_f1"] * 100)]
     rows += [(f"{k} mIoU", before[k]["miou"] * 100, after[k]["miou"] * 100) for k in ("cam", "aff", "seg")]
     lines = [f"{'metric (val, %)':22s} {'untrained':>10s} {'trained':>10s}"]
@@ -52,6 +51,7 @@ def report(before: dict, after: dict, inference: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the AFA demo with the command line's options and ``key=value`` overrides; 0 on success."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--config", default="configs/demo.yaml")

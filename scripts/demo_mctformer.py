@@ -50,6 +50,7 @@ def report(before: dict, after: dict, afa: tuple[float, int] | None, afa_dir: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the MCTformer demo with the command line's options and overrides; 0 on success."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--config", default="configs/demo_mctformer.yaml")

@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the demo for each seed of the command line and tabulate its claims; 0 on success."""
     args, overrides = parse_args(argv)
     configure_runtime()
     if not (args.data / "val.txt").is_file():

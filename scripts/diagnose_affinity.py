@@ -25,6 +25,7 @@ from utils.runtime.dist import configure_runtime, resolve_device
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the affinity diagnostics of the command line (``argv``)."""
     parser = argparse.ArgumentParser(
         description="CAM vs affinity-propagated CAM, with a ground-truth affinity as the bound.",
         epilog="other arguments: key=value config overrides, e.g. afa.radius=4 infer.max_images=20",

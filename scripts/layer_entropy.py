@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Compute and write the per-block entropies of the command line's checkpoint."""
     args, overrides = parse_args(argv)
     configure_runtime()
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)

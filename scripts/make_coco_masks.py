@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write the masks of the command line's annotation file."""
     args = parse_args(argv)
     start = time.perf_counter()
     split = args.split or coco_folder(default_split_name(args.annotations))

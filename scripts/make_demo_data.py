@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write the demo dataset where the command line says."""
     args = parse_args(argv)
     summary = write_demo_dataset(args.out, args.num_train, args.num_val, args.seed)
     total = summary.num_train + summary.num_val

@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Export the pseudo labels of the command line's checkpoint and split; returns the export's report."""
     args, overrides = parse_args(argv)
     return export(
         config_for_checkpoint(args.config, overrides, args.checkpoint), args.checkpoint, args.split, args.out

@@ -81,6 +81,7 @@ def list_images(args: argparse.Namespace, overrides: list[str]) -> list[tuple[st
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Compute the saliency maps of the command line; returns the written report."""
     args, overrides = parse_args(argv)
     if args.batch < 1:
         raise UsageError("--batch must be >= 1")

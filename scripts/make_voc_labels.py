@@ -45,6 +45,7 @@ def read_ids(paths: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write (and optionally compare) the image-level labels of the command line's masks."""
     args = parse_args(argv)
     derived = derive_cls_labels(args.masks, read_ids(args.ids), args.num_classes)
     header = (

@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
+    """Write the overlays of the command line; returns the written paths."""
     args, overrides = parse_args(argv)
     cfg = config_for_checkpoint(args.config, overrides, args.checkpoint)
     out = args.out or Path(cfg.work_dir.dir) / "visualize"
