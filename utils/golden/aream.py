@@ -12,6 +12,7 @@ runs: ``aream_cam`` (training CAM), ``layer_entropies`` + ``normalise_entropies`
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from model import aream
 from utils.golden.harness import CaseData, Check
@@ -52,11 +53,12 @@ def case_aream_entropy(c: CaseData) -> list[Check]:
     ]
 
 
-def case_aream_aff_loss(c: CaseData) -> list[Check]:
-    """Dense affinity labels and the entropy-weighted per-layer affinity loss (``deep_layer_loss``)."""
-    label, logits, layer_index = c.t("in/seg_label"), c.t("in/attn_logits"), c.i("in/layer_index")
-    grid = (label.shape[1] // 16, label.shape[2] // 16)
-    deep = [logits[layer] for layer in range(layer_index, logits.shape[0])]
+def aff_loss_checks(
+    c: CaseData, deep: list[Tensor], label: Tensor, grid: tuple[int, int], layer_index: int
+) -> list[Check]:
+    """The checks of an ``aream_aff_loss*`` case: dense affinity labels of ``label`` (B, H, W) on the
+    h×w ``grid``, and the entropy-weighted and uniform ``deep_layer_loss`` of the deep blocks' logits
+    ``deep`` (each (B, nh, h·w, h·w), blocks ``layer_index``…)."""
     scales, grids = [SCALED] * len(deep), [grid] * len(deep)
     per_layer, loss = aream.deep_layer_loss(deep, scales, grids, label, c.t("in/ent")[layer_index:])
     _, uniform = aream.deep_layer_loss(deep, scales, grids, label, torch.ones(len(deep)))
@@ -66,6 +68,14 @@ def case_aream_aff_loss(c: CaseData) -> list[Check]:
         Check("loss", loss.numpy(), c["out/loss"]),
         Check("loss_uniform", uniform.numpy(), c["out/loss_uniform"]),
     ]
+
+
+def case_aream_aff_loss(c: CaseData) -> list[Check]:
+    """Dense affinity labels and the entropy-weighted per-layer affinity loss (``deep_layer_loss``)."""
+    label, logits, layer_index = c.t("in/seg_label"), c.t("in/attn_logits"), c.i("in/layer_index")
+    grid = (label.shape[1] // 16, label.shape[2] // 16)
+    deep = [logits[layer] for layer in range(layer_index, logits.shape[0])]
+    return aff_loss_checks(c, deep, label, grid, layer_index)
 
 
 def case_aream_propagation_mct(c: CaseData) -> list[Check]:
@@ -109,15 +119,7 @@ def case_aream_aff_loss_mct(c: CaseData) -> list[Check]:
     label, logits, layer_index = c.t("in/seg_label"), c.t("in/attn_logits"), c.i("in/layer_index")
     tokens, grid = c.i("in/num_class_tokens"), (label.shape[1] // 16, label.shape[2] // 16)
     deep = [aream.patch_block(logits[layer], tokens) for layer in range(layer_index, logits.shape[0])]
-    scales, grids = [SCALED] * len(deep), [grid] * len(deep)
-    per_layer, loss = aream.deep_layer_loss(deep, scales, grids, label, c.t("in/ent")[layer_index:])
-    _, uniform = aream.deep_layer_loss(deep, scales, grids, label, torch.ones(len(deep)))
-    return [
-        Check("aff_label", aream.dense_affinity_labels(label, grid).numpy(), c["out/aff_label"], "label"),
-        Check("per_layer", per_layer.numpy(), c["out/per_layer"]),
-        Check("loss", loss.numpy(), c["out/loss"]),
-        Check("loss_uniform", uniform.numpy(), c["out/loss_uniform"]),
-    ]
+    return aff_loss_checks(c, deep, label, grid, layer_index)
 
 
 AREAM_CASES = {
